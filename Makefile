@@ -1,0 +1,34 @@
+# The two commands a new user runs: `make demo` (the main job) and `make test` (the test suite).
+# Each creates or reuses the virtual environment .venv and installs what it needs first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.resbone-installed
+
+.PHONY: demo test test-fast bench install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision: pinned builds that pip takes from this machine's disk (no big download)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/resbone summary resnet50
+	$(PY) examples/features.py
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
+
+test-fast: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m bench.backbone
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
