@@ -1,0 +1,61 @@
+"""Fold every eval-mode BatchNorm / FrozenBatchNorm into the conv before it, for inference.
+
+A ResNet block's conv -> norm pairs are its named siblings (conv1/bn1 ... conv3/bn3, the stem, the
+shortcut's conv/norm in a Sequential); each pair becomes one conv with a bias, the norm an Identity.
+The arithmetic is torch's own `fuse_conv_bn_eval`. Reference test: tests/deploy/test_fuse.py (fused
+outputs equal the unfused ones, and equal torchvision's model with the same weights).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops import FrozenBatchNorm2d
+
+__all__ = ["fuse_conv_norm", "prepare_for_inference"]
+
+_FUSABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
+
+
+def _pairs(module: nn.Module) -> list[tuple[str, str]]:
+    """(conv name, norm name) pairs among a module's direct children."""
+    children = dict(module.named_children())
+    pairs = []
+    if isinstance(module, nn.Sequential):
+        names = list(children)
+        pairs += [(a, b) for a, b in zip(names, names[1:])]
+    pairs += [(name, "bn" + name[len("conv"):]) for name in children
+              if name.startswith("conv") and "bn" + name[len("conv"):] in children]
+    return [(c, n) for c, n in pairs
+            if type(children[c]) is nn.Conv2d and isinstance(children[n], _FUSABLE_NORMS)]
+
+
+def fuse_conv_norm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """A copy of `model` (eval mode) whose conv + BN/FrozenBN pairs are single convs."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"fuse_conv_norm expects an nn.Module, got {type(model).__name__}")
+    model = (model if inplace else copy.deepcopy(model)).eval()
+    for module in list(model.modules()):
+        for conv_name, norm_name in _pairs(module):
+            conv, norm = getattr(module, conv_name), getattr(module, norm_name)
+            if isinstance(norm, FrozenBatchNorm2d):  # same affine, in the shape fuse_conv_bn_eval reads
+                bn = nn.BatchNorm2d(norm.weight.numel(), eps=norm.eps).eval()
+                bn.load_state_dict({k: getattr(norm, k) for k in ("weight", "bias", "running_mean",
+                                                                  "running_var")}, strict=False)
+                norm = bn
+            setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
+            setattr(module, norm_name, nn.Identity())
+    return model
+
+
+def prepare_for_inference(model: nn.Module, *, fuse: bool = True, channels_last: bool = True,
+                          compile: bool = False) -> nn.Module:
+    """The fast-inference recipe: eval mode, folded norms, NHWC memory format, optionally compiled."""
+    model = fuse_conv_norm(model) if fuse else copy.deepcopy(model).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if compile:
+        model = torch.compile(model)
+    return model

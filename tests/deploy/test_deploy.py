@@ -1,0 +1,67 @@
+"""Inference helpers against independent references: torchvision's model and onnxruntime."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from resbone import ResNet, create_model
+from resbone.deploy import export_onnx, fuse_conv_norm, prepare_for_inference
+from tests.conftest import randomize_norms
+
+
+@pytest.mark.parametrize("name,kwargs", [("resnet18", {}), ("resnet50d", {}),
+                                         ("resnet50", dict(norm_cfg=dict(type="FrozenBN")))])
+def test_fused_model_equals_the_unfused_one_and_has_no_norms_left(name, kwargs):
+    torch.manual_seed(0)
+    model = randomize_norms(create_model(name, **kwargs)).eval()
+    fused = fuse_conv_norm(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = model(x), fused(x)
+    assert (got - expected).abs().max() / expected.abs().max() < 1e-4
+    norms = (nn.BatchNorm2d, torchvision.ops.FrozenBatchNorm2d)
+    assert not any(isinstance(m, norms) for m in fused.modules())
+    assert any(isinstance(m, norms) for m in model.modules())  # the original is untouched
+
+
+def test_prepared_model_equals_torchvision():
+    torch.manual_seed(0)
+    reference = randomize_norms(torchvision.models.resnet18(weights=None)).eval()
+    ours = create_model("resnet18")
+    ours.load_state_dict(reference.state_dict())
+    fast = prepare_for_inference(ours, channels_last=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference(x)
+        got = fast(x.to(memory_format=torch.channels_last))
+    assert (got - expected).abs().max() / expected.abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("num_classes", [10, None])
+def test_onnx_export_runs_in_onnxruntime_with_equal_outputs(tmp_path, num_classes):
+    torch.manual_seed(0)
+    model = randomize_norms(ResNet(18, num_classes=num_classes, out_indices=(2, 3))).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", input_size=(64, 64))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 64, 64)  # a batch size other than the traced one: the batch axis is dynamic
+    got = session.run(None, {"images": x.numpy()})
+    with torch.no_grad():
+        expected = model(x)
+    expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert np.abs(g - e.numpy()).max() / np.abs(e.numpy()).max() < 1e-4
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left behind
+
+
+def test_export_errors_are_clear(tmp_path):
+    with pytest.raises(ValueError, match="directory"):
+        export_onnx(ResNet(18), tmp_path)
+    with pytest.raises(ValueError, match="input_size"):
+        export_onnx(ResNet(18), tmp_path / "m.onnx", input_size=(8,))
+    with pytest.raises(TypeError, match="nn.Module"):
+        fuse_conv_norm("resnet18")
