@@ -21,68 +21,194 @@ def _add_summary(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_summary(args: argparse.Namespace) -> int:
-    raise NotImplementedError("summary: being written by the analysis developer")
+    from resbone.analysis.summary import format_table, summarize
+
+    overrides = _parse_model_overrides(args.set)
+    print(format_table(summarize(args.name, tuple(args.input_size), model_kwargs=overrides)))
+    return 0
+
+
+def _parse_model_overrides(items: Sequence[str]) -> dict:
+    """`key=value` strings -> kwargs; values are YAML (`1`, `[1, 2, 2, 1]`, `{type: GN}`), and `None`
+    is accepted for YAML's `null` because the model arguments are written that way in Python."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--set expects KEY=VALUE with KEY a model argument name, got {item!r} "
+                             f"(e.g. --set last_stride=1)")
+        try:
+            value = None if text.strip() == "None" else yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"--set {item!r}: the value {text!r} is not valid YAML ({error})") from None
+        overrides[key.strip()] = value
+    return overrides
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="registered model names, with wildcards")
-    p.add_argument("pattern", nargs="?", default="*")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'resnet5*'")
+    p.add_argument("--markdown", action="store_true",
+                   help="print a markdown table with each model's params and GMACs at 224x224")
     p.set_defaults(func=_run_list)
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from resbone.models.registry import list_models
+    from resbone.analysis.summary import model_table_markdown, matching_models
 
-    for name in list_models(args.pattern):
-        print(name)
+    names = matching_models(args.pattern)
+    print(model_table_markdown(names) if args.markdown else "\n".join(names))
     return 0
 
 
 # ---- convert (checkpoints) ------------------------------------------------------------------------
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("convert", help="convert a checkpoint between dialects")
+    p = sub.add_parser("convert", help="convert a checkpoint between dialects",
+                       description="Rename a checkpoint's weights from one ecosystem's names to another's "
+                                   "(through resbone's) and write .pth/.pt/.safetensors/.pkl atomically.")
+    p.add_argument("input", metavar="IN", help="checkpoint to read (.pth .pt .bin .ckpt .safetensors .pkl)")
+    p.add_argument("output", metavar="OUT", help="file to write; its suffix picks the format; never IN")
+    p.add_argument("--to", dest="dst", required=True, metavar="DIALECT",
+                   help="resbone, torchvision, timm, mmdet, mmpretrain, detectron2, maskrcnn (= fcos), caffe2")
+    p.add_argument("--from", dest="src", default="auto", metavar="DIALECT", help="default: detect from the keys")
+    p.add_argument("--arch", default=None, metavar="NAME",
+                   help="a registered model name: check that the weights load into it (strict) before writing")
+    p.add_argument("--eps", type=float, default=None,
+                   help="caffe2 only: eps of the FrozenBN the affine BN maps to / is folded from (default 1e-5)")
+    p.add_argument("--prefix", default=None,
+                   help="mmdet only: prefix for a backbone's keys, e.g. 'backbone.' (default none)")
     p.set_defaults(func=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    raise NotImplementedError("convert: being written by the convert developer")
+    from resbone.convert import (DIALECTS, detect_dialect, load_checkpoint, load_state_dict_file,
+                                 resolve_dialect, save_state_dict_file)
+
+    dst = resolve_dialect(args.dst)
+    src = "auto" if args.src == "auto" else resolve_dialect(args.src)
+    state_dict = load_state_dict_file(args.input)
+    src = detect_dialect(state_dict) if src == "auto" else src
+    eps = {} if args.eps is None else {"eps": args.eps}
+    native = DIALECTS[src].to_native(state_dict, **(eps if src == "caffe2" else {}))
+    if args.arch is not None:
+        from resbone.models.registry import create_model
+
+        classifier = native.get("fc.weight", native.get("classifier.1.weight"))
+        model = create_model(args.arch, num_classes=None if classifier is None else classifier.shape[0])
+        load_checkpoint(model, native, dialect="resbone", strict=True)
+    options = dict(eps if dst == "caffe2" else {})
+    if args.prefix is not None:
+        if dst != "mmdet":
+            raise ValueError(f"--prefix applies to --to mmdet only, not {dst!r}")
+        options["prefix"] = args.prefix
+    out = DIALECTS[dst].from_native(native, **options)
+    path = save_state_dict_file(out, args.output, source=args.input,
+                                pickle_key="blobs" if dst == "caffe2" else "model")
+    checked = f", checked against {args.arch}" if args.arch else ""
+    print(f"{args.input} ({src}, {len(state_dict)} tensors) -> {path} ({dst}, {len(out)} tensors){checked}")
+    return 0
 
 
 # ---- data / train / eval / predict (detection engine) ---------------------------------------------
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="generate datasets (the synthetic shapes set)")
+    p.add_argument("kind", choices=["shapes"], help="which data set to generate")
+    p.add_argument("--out", required=True, help="folder for <split>/*.png and annotations/instances_<split>.json")
+    p.add_argument("--num-train", type=int, default=1000)
+    p.add_argument("--num-val", type=int, default=200)
+    p.add_argument("--size", type=int, default=160, help="image side in pixels")
+    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_data)
 
 
 def _run_data(args: argparse.Namespace) -> int:
-    raise NotImplementedError("data: being written by the engine developer")
+    from resbone.detection.data import generate_shapes
+
+    paths = generate_shapes(args.out, num_train=args.num_train, num_val=args.num_val, image_size=args.size,
+                            seed=args.seed)
+    for split, path in paths.items():
+        print(f"{split}: {path}")
+    return 0
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="a YAML config (FCOS's own files load unchanged)")
+    p.add_argument("opts", nargs="*", metavar="KEY VALUE",
+                   help="config overrides, e.g. SOLVER.MAX_ITER 200 MODEL.DEVICE cpu")
+
+
+def _print_eval(results: dict) -> None:
+    from resbone.detection.evaluation import COCO_METRICS
+
+    for name, metrics in results.items():
+        print(f"{name}: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in COCO_METRICS))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a detector from a config")
+    p = sub.add_parser("train", help="train a detector from a config (torchrun -m resbone train ... for DDP)")
+    _add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    raise NotImplementedError("train: being written by the engine developer")
+    from resbone.engine import distributed
+    from resbone.engine.config import load_cfg
+    from resbone.engine.trainer import Trainer
+
+    cfg = load_cfg(args.config, args.opts)
+    try:
+        result = Trainer(cfg, resume=args.resume).train()
+        if distributed.is_main_process() and result.get("eval"):
+            _print_eval(result["eval"])
+    finally:
+        distributed.cleanup()
+    return 0
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a detector (COCO AP)")
+    p = sub.add_parser("eval", help="evaluate a detector (COCO AP) on the config's DATASETS.TEST")
+    _add_config_args(p)
+    p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
     p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args: argparse.Namespace) -> int:
-    raise NotImplementedError("eval: being written by the engine developer")
+    from resbone.engine import distributed
+    from resbone.engine.config import load_cfg
+    from resbone.engine.predictor import evaluate_weights
+
+    cfg = load_cfg(args.config, args.opts)
+    try:
+        results = evaluate_weights(cfg, args.weights)
+        if distributed.is_main_process():
+            _print_eval(results)
+    finally:
+        distributed.cleanup()
+    return 0
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="draw a detector's boxes on images")
+    p = sub.add_parser("predict", help="draw a detector's boxes, labels and scores on images (PNG)")
+    p.add_argument("config", help="the YAML config the detector was trained with")
+    p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--out", required=True, help="folder for the annotated PNGs")
+    p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    raise NotImplementedError("predict: being written by the engine developer")
+    from resbone.engine.config import load_cfg
+    from resbone.engine.predictor import predict_images
+
+    cfg = load_cfg(args.config, args.opts)
+    for path in predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold):
+        print(path)
+    return 0
 
 
 # ---- entry point ----------------------------------------------------------------------------------

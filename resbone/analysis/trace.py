@@ -10,8 +10,9 @@ in attention plugins and torchvision's deformable conv are seen as well as `nn.C
 - Receptive field: each tensor carries (size, jump) per spatial axis, the textbook recursion
   r_out = r_in + (k - 1) * dilation * j_in, j_out = j_in * stride (Araujo et al., Distill 2019),
   the maximum over the inputs where paths join (residual additions, concatenations). Global pooling,
-  spatial reductions and matrix products over flattened positions make the field the whole input
-  (`math.inf`): that is the truth for SE or non-local blocks, not an approximation. Padding does not
+  spatial reductions, instance/group normalization (statistics over the map) and matrix products over
+  flattened positions make the field the whole input (`math.inf`): that is the truth for SE, IBN or
+  non-local blocks, not an approximation; `Field.local` keeps the convolutional field beside it. Padding does not
   change the size; deformable convolution is counted at its nominal kernel. The tests check the
   figures against the set of input pixels with nonzero gradient.
 """
@@ -28,19 +29,28 @@ from torch.overrides import TorchFunctionMode
 
 @dataclass(frozen=True)
 class Field:
-    """Receptive field size and jump (cumulative stride), per axis (height, width), in input pixels."""
+    """Receptive field size and jump (cumulative stride), per axis (height, width), in input pixels.
+
+    `local` is the field through convolutions and pooling only, global context (SE, non-local) left
+    out: what the table shows next to "global" so an SE-ResNet's stages stay comparable to a ResNet's."""
 
     size: tuple[float, float] = (1.0, 1.0)
     jump: tuple[float, float] = (1.0, 1.0)
+    local: tuple[float, float] = (1.0, 1.0)
 
     def grow(self, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]) -> "Field":
-        size = tuple(r + (k - 1) * d * j for r, k, d, j in zip(self.size, kernel, dilation, self.jump))
-        jump = tuple(j * s for j, s in zip(self.jump, stride))
-        return Field(size, jump)  # type: ignore[arg-type]
+        def widen(sizes: tuple[float, float]) -> tuple[float, ...]:
+            return tuple(r + (k - 1) * d * j for r, k, d, j in zip(sizes, kernel, dilation, self.jump))
+
+        return Field(widen(self.size), tuple(j * s for j, s in zip(self.jump, stride)),  # type: ignore[arg-type]
+                     widen(self.local))  # type: ignore[arg-type]
 
     def made_global(self, axes: tuple[bool, bool] = (True, True)) -> "Field":
         size = tuple(math.inf if g else r for r, g in zip(self.size, axes))
-        return Field(size, self.jump)  # type: ignore[arg-type]
+        return Field(size, self.jump, self.local)  # type: ignore[arg-type]
+
+    def with_jump(self, jump: tuple[float, ...]) -> "Field":
+        return Field(self.size, jump, self.local)  # type: ignore[arg-type]
 
     @staticmethod
     def join(fields: list["Field"]) -> "Field":
@@ -48,13 +58,18 @@ class Field:
         # (an FPN adds an upsampled coarse map to a fine one).
         size = tuple(max(f.size[a] for f in fields) for a in range(2))
         jump = tuple(min(f.jump[a] for f in fields) for a in range(2))
-        return Field(size, jump)  # type: ignore[arg-type]
+        local = tuple(max(f.local[a] for f in fields) for a in range(2))
+        return Field(size, jump, local)  # type: ignore[arg-type]
 
 
 def _pair(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)):
         return (int(value[0]), int(value[-1])) if value else (1, 1)
     return (int(value), int(value))
+
+
+def _pair_or_list(value: Any) -> list:
+    return list(value) if isinstance(value, (list, tuple, torch.Size)) else [value]
 
 
 def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
@@ -84,7 +99,7 @@ _CONV = {"conv1d", "conv2d", "conv3d", "convolution"}
 _CONV_TRANSPOSE = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 _MATMUL = {"matmul", "__matmul__", "__rmatmul__", "mm", "bmm"}
 _ADD_MATMUL = {"addmm", "baddbmm", "addbmm"}
-_POOL = {"max_pool2d", "avg_pool2d", "_max_pool2d", "max_pool2d_with_indices", "lp_pool2d"}
+_POOL = {"max_pool2d", "avg_pool2d", "_max_pool2d", "max_pool2d_with_indices"}
 _ADAPTIVE_POOL = {"adaptive_avg_pool2d", "adaptive_max_pool2d", "_adaptive_max_pool2d",
                   "adaptive_max_pool2d_with_indices"}
 _RESIZE = {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear", "pixel_shuffle"}
@@ -153,7 +168,7 @@ class Tracer(TorchFunctionMode):
             if name == "__rmatmul__":
                 first = args[1]
             inner = int(first.shape[-1]) if isinstance(first, torch.Tensor) and first.dim() else 1
-            batches = out.numel() // max(1, _prod(out.shape[-2:])) if name == "addbmm" else 1
+            batches = int(first.shape[0]) if name == "addbmm" else 1  # addbmm sums its batch away
             return out.numel() * inner * batches
         if name == "scaled_dot_product_attention":
             query, key = args[0], args[1]
@@ -181,10 +196,8 @@ class Tracer(TorchFunctionMode):
                 stride = _pair(_arg(args, kwargs, 3, "stride", 1))
                 dilation = _pair(_arg(args, kwargs, 5, "dilation", 1))
             if name in _CONV_TRANSPOSE:
-                stride_in = stride
-                jump = tuple(j / s for j, s in zip(first_field.jump, stride_in))
-                grown = Field(first_field.size, jump).grow(kernel, (1, 1), dilation)  # type: ignore[arg-type]
-                return grown
+                jump = tuple(j / s for j, s in zip(first_field.jump, stride))
+                return first_field.with_jump(jump).grow(kernel, (1, 1), dilation)  # type: ignore[arg-type]
             return first_field.grow(kernel, stride, dilation)  # type: ignore[arg-type]
         if name in _POOL and spatial_in:
             kernel = _pair(_arg(args, kwargs, 1, "kernel_size"))
@@ -201,10 +214,15 @@ class Tracer(TorchFunctionMode):
             return first_field.grow(kernel, stride, (1, 1))  # type: ignore[arg-type]
         if name in _RESIZE and spatial_in:
             jump = tuple(j * i / o for j, i, o in zip(first_field.jump, first.shape[-2:], out.shape[-2:]))
-            return Field(first_field.size, jump)  # type: ignore[arg-type]
+            return first_field.with_jump(jump)
         field = Field.join([f for _, f in known])
         if name in _RESHAPE or name.rstrip("_") in _RESHAPE:
             return field
+        if name in ("group_norm", "instance_norm") and spatial_in:
+            # Statistics over the whole map: every output pixel depends on every input pixel (IBN, GN).
+            return field.made_global(tuple(i > 1 for i in first.shape[-2:]))  # type: ignore[arg-type]
+        if name == "layer_norm" and spatial_in and len(_pair_or_list(_arg(args, kwargs, 1, "normalized_shape"))) >= 2:
+            return field.made_global(tuple(i > 1 for i in first.shape[-2:]))  # type: ignore[arg-type]
         if first.dim() == 4 and out.dim() == 4:
             # A reduction with keepdim over H and W (the squeeze of squeeze-excitation).
             collapsed = tuple(o == 1 and i > 1 for i, o in zip(first.shape[-2:], out.shape[-2:]))

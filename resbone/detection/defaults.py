@@ -59,6 +59,8 @@ FCOS_MODEL_DEFAULTS: dict[str, Any] = {
 # Keys resbone adds. Each default reproduces FCOS; the comment says what torchvision does instead.
 RESBONE_FCOS_DEFAULTS: dict[str, Any] = {
     "MODEL": {
+        # eps of the backbone's FrozenBatchNorm2d: FCOS's has none (0.0); torchvision's 1e-5.
+        "BACKBONE": {"FROZEN_BN_EPS": 0.0},
         "FCOS": {
             # Where a feature-map cell's location sits: 'half_stride' = x*stride + stride//2 (FCOS),
             # 'zero' = x*stride (torchvision's anchor centres).
@@ -80,15 +82,16 @@ RESBONE_FCOS_DEFAULTS: dict[str, Any] = {
     },
 }
 
-# What makes resbone's FCOS compute exactly what torchvision's fcos_resnet50_fpn computes
-# (besides the weights, which resbone.convert.torchvision.fcos_from_torchvision maps).
+# What makes resbone's FCOS compute exactly what torchvision's fcos_resnet50_fpn computes (besides
+# the weights, which resbone.convert.torchvision.fcos_from_torchvision maps, and NUM_CLASSES, which
+# follows the converted cls_logits: torchvision's K logit channels are resbone's C = NUM_CLASSES - 1).
 TORCHVISION_FCOS_OVERRIDES: dict[str, Any] = {
     "MODEL": {
-        "BACKBONE": {"CONV_BODY": "R-50-FPN-RETINANET"},
+        "BACKBONE": {"CONV_BODY": "R-50-FPN-RETINANET", "FROZEN_BN_EPS": 1e-5},
         "RESNETS": {"STRIDE_IN_1X1": False, "BACKBONE_OUT_CHANNELS": 256},
         "RETINANET": {"USE_C5": False},
         "FCOS": {
-            "NUM_CLASSES": 91, "INFERENCE_TH": 0.2, "NMS_TH": 0.6, "PRE_NMS_TOP_N": 1000,
+            "INFERENCE_TH": 0.2, "NMS_TH": 0.6, "PRE_NMS_TOP_N": 1000,
             "CENTER_SAMPLING_RADIUS": 1.5, "IOU_LOSS_TYPE": "giou", "NORM_REG_TARGETS": True,
             "CENTERNESS_ON_REG": True, "LOCATION_OFFSET": "zero", "SCORE_TH_ON": "sqrt_cls_ctr",
             "REG_LOSS_WEIGHTING": "none",

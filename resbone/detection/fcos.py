@@ -95,10 +95,11 @@ class FCOSHead(nn.Module):
         self.cls_logits = nn.Conv2d(in_channels, num_classes, 3, padding=1)
         self.bbox_pred = nn.Conv2d(in_channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(in_channels, 1, 3, padding=1)
-        for module in self.modules():
-            if type(module) is nn.Conv2d:
-                nn.init.normal_(module.weight, std=0.01)
-                nn.init.zeros_(module.bias)
+        convs = [m for m in (*self.cls_tower, *self.bbox_tower) if not isinstance(m, (nn.GroupNorm, nn.ReLU))]
+        for conv in (*convs, self.cls_logits, self.bbox_pred, self.centerness):
+            # A deformable conv's own `conv_offset` keeps its zero init (it starts as the plain conv).
+            nn.init.normal_(conv.weight, std=0.01)
+            nn.init.zeros_(conv.bias)
         # Focal-loss prior (RetinaNet): every location starts at probability prior_prob.
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior_prob) / prior_prob))
         self.scales = nn.ModuleList(Scale(1.0) for _ in self.strides)

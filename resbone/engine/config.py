@@ -213,11 +213,12 @@ def _fcos_defaults() -> CN:
     _C.SOLVER = CN()
     _C.SOLVER.MAX_ITER = 40000
     _C.SOLVER.BASE_LR = 0.001
-    _C.SOLVER.BIAS_LR_FACTOR = 2
+    # FCOS writes 2 and 0 (ints); stored as floats so that `WEIGHT_DECAY_BIAS 1e-4` is not a type error
+    _C.SOLVER.BIAS_LR_FACTOR = 2.0
     _C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
     _C.SOLVER.MOMENTUM = 0.9
     _C.SOLVER.WEIGHT_DECAY = 0.0005
-    _C.SOLVER.WEIGHT_DECAY_BIAS = 0
+    _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
     _C.SOLVER.GAMMA = 0.1
     _C.SOLVER.STEPS = (30000,)
     _C.SOLVER.WARMUP_FACTOR = 1.0 / 3
@@ -305,8 +306,9 @@ def _coerce(new: Any, old: Any, key: str, where: str) -> Any:
         return float(new)
     if isinstance(old, (tuple, list)) and not isinstance(new, (tuple, list, dict, CN)) and new is not None:
         # FCOS writes `MIN_SIZE_TRAIN: 800` and `(800,)` interchangeably in its forks.
-        if all(not isinstance(v, (tuple, list)) for v in old) and isinstance(new, (int, float, str)):
-            return type(old)([new])
+        element = type(old[0]) if len(old) else type(new)
+        if element is type(new) or (element is float and type(new) is int):
+            return type(old)([element(new)])
     raise TypeError(f"config key {key}{where} must be {_type_name(old)} like {old!r}, got {new!r} "
                     f"({_type_name(new)})")
 

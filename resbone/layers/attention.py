@@ -35,17 +35,28 @@ class SqueezeExcitation(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018): x * sigmoid(fc2(relu(fc1(avgpool(x))))).
 
     form='conv': fc1/fc2 are 1x1 convs with bias (timm, senet/Cadene); form='linear': nn.Linear without
-    bias (IBN-Net, fast-reid). Reduced channels: make_divisible(channels * ratio, divisor).
+    bias (IBN-Net, fast-reid). Reduced channels: make_divisible(channels * ratio, divisor), where
+    `reduction=r` is the senet / IBN-Net spelling of ratio=1/r; divisor defaults to 8 (timm) for the conv
+    form and 1 (int(c / r)) for the linear form.
     """
 
-    def __init__(self, channels: int, *, ratio: float = 1 / 16, divisor: int | None = None,
-                 form: str = "conv", bias: bool | None = None) -> None:
+    def __init__(self, channels: int, *, ratio: float | None = None, reduction: int | None = None,
+                 divisor: int | None = None, form: str = "conv", bias: bool | None = None) -> None:
         super().__init__()
         if form not in ("conv", "linear"):
             raise ValueError(f"SE form {form!r} is not supported; allowed forms are ['conv', 'linear']")
-        if not 0 < ratio <= 1:
-            raise ValueError(f"SE ratio must be in (0, 1], got {ratio!r}")
+        if ratio is not None and reduction is not None:
+            raise ValueError(f"SE takes ratio={ratio!r} or reduction={reduction!r}, not both")
+        if reduction is not None:
+            if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+                raise ValueError(f"SE reduction must be a positive int (16 means channels / 16), got {reduction!r}")
+            ratio = 1.0 / reduction
+        ratio = 1 / 16 if ratio is None else ratio
+        if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
+            raise ValueError(f"SE ratio must be a number in (0, 1], got {ratio!r}")
         divisor = (8 if form == "conv" else 1) if divisor is None else divisor
+        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
+            raise ValueError(f"SE divisor must be a positive int, got {divisor!r}")
         bias = (form == "conv") if bias is None else bias
         self.form = form
         self.rd_channels = make_divisible(channels * ratio, divisor)

@@ -47,11 +47,11 @@ class _DeformConvBase(nn.Module):
                  dilation: int | tuple[int, int] = 1, groups: int = 1, deform_groups: int = 1,
                  bias: bool = False) -> None:
         super().__init__()
-        for name, value, divisor in (("in_channels", in_channels, groups), ("out_channels", out_channels, groups),
-                                     ("in_channels", in_channels, deform_groups)):
+        for name, value, by, divisor in (("in_channels", in_channels, "groups", groups),
+                                         ("out_channels", out_channels, "groups", groups),
+                                         ("in_channels", in_channels, "deform_groups", deform_groups)):
             if value % divisor != 0:
-                raise ValueError(f"{type(self).__name__}: {name}={value} is not divisible by "
-                                 f"{'groups' if divisor == groups else 'deform_groups'}={divisor}")
+                raise ValueError(f"{type(self).__name__}: {name}={value} is not divisible by {by}={divisor}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)

@@ -146,7 +146,7 @@ def resolve_dataset(name: str, *, root: str = "", shapes: dict | None = None) ->
     if name in _SHAPES:
         from resbone.detection.data.shapes import generate_shapes_split
 
-        settings = dict(num_train=1000, num_val=200, image_size=160, seed=0, **(shapes or {}))
+        settings = {**dict(num_train=1000, num_val=200, image_size=160, seed=0), **(shapes or {})}
         out_dir = shapes_dir(root, **settings)
         split = name.split("_", 1)[1]
         ann_file = os.path.join(out_dir, "annotations", f"instances_{split}.json")

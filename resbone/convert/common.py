@@ -1,0 +1,130 @@
+"""What every dialect shares: renaming keys without collisions, and the native key grammar.
+
+Native names are torchvision's (DESIGN.md "Native parameter names"); a native detector prefixes the
+backbone with `backbone.` and adds `fpn.*` and `head.*` (CONTRACTS.md "Detector naming").
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Mapping
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+
+_STAT = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
+_NATIVE_BODY = (
+    rf"(conv1|bn1(\.(IN|BN))?|stem\.\d+|fc)\.{_STAT}",
+    rf"layer\d+\.\d+\.(conv[123](\.conv_offset)?|bn[123](\.(IN|BN))?|downsample\.\d)\.{_STAT}",
+    r"layer\d+\.\d+\.(se|after_conv[123])\.[\w.]+",
+    rf"features\.\d+\.(\d+\.|conv\.\d+\.(\d+\.)?){_STAT}",
+    r"classifier\.1\.(weight|bias)",
+)
+_NATIVE_DETECTOR = (
+    r"fpn\.(inner_blocks|layer_blocks)\.\d+\.(weight|bias)",
+    r"fpn\.p[67]\.(weight|bias)",
+    r"head\.(cls_tower|bbox_tower)\.\d+\.(weight|bias)",
+    r"head\.(cls_tower|bbox_tower)\.\d+\.conv_offset\.(weight|bias)",
+    r"head\.(cls_logits|bbox_pred|centerness)\.(weight|bias)",
+    r"head\.scales\.\d+\.scale",
+)
+NATIVE_KEY = re.compile("|".join(
+    [f"(?:{p})$" for p in _NATIVE_BODY]
+    + [f"(?:backbone\\.(?:{p}))$" for p in _NATIVE_BODY]
+    + [f"(?:{p})$" for p in _NATIVE_DETECTOR]))
+
+# Keys torchvision's own ResNet / MobileNetV2 / detection backbones produce (a subset of the above).
+TORCHVISION_BODY_KEY = re.compile(
+    rf"(conv1|bn1|fc|layer\d+\.\d+\.(conv[123]|bn[123]|downsample\.[01]))\.{_STAT}$"
+    rf"|features\.\d+\.(\d+\.|conv\.\d+\.(\d+\.)?){_STAT}$|classifier\.1\.(weight|bias)$")
+
+# MobileNetV2 stage depths (torchvision's inverted_residual_setting `n` column); every other
+# ecosystem numbers the same 17 blocks as (stage, block).
+MBV2_DEPTHS = (1, 2, 3, 4, 3, 3, 1)
+MBV2_FEATURE = {(stage, block): 1 + sum(MBV2_DEPTHS[:stage]) + block
+                for stage, depth in enumerate(MBV2_DEPTHS) for block in range(depth)}
+MBV2_BLOCK = {index: stage_block for stage_block, index in MBV2_FEATURE.items()}
+
+
+def is_native_key(key: str) -> bool:
+    return NATIVE_KEY.match(key) is not None
+
+
+def rename(state_dict: Mapping[str, torch.Tensor], fn: Callable[[str], str | None], *,
+           dialect: str) -> StateDict:
+    """Apply `fn` to every key (None drops the key); two keys landing on one name is an error."""
+    out: StateDict = {}
+    origin: dict[str, str] = {}
+    for key, value in state_dict.items():
+        new = fn(key)
+        if new is None:
+            continue
+        if new in out:
+            raise ValueError(f"{dialect}: keys {origin[new]!r} and {key!r} both map to {new!r}; "
+                             "the state dict mixes two naming schemes")
+        out[new] = value
+        origin[new] = key
+    return out
+
+
+def sub_all(key: str, rules: Iterable[tuple[re.Pattern, str]]) -> str:
+    for pattern, replacement in rules:
+        key = pattern.sub(replacement, key)
+    return key
+
+
+def rules(*pairs: tuple[str, str]) -> list[tuple[re.Pattern, str]]:
+    return [(re.compile(pattern), replacement) for pattern, replacement in pairs]
+
+
+def strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    """Keys under `prefix`, without it; other keys are left out."""
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def add_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    return {prefix + k: v for k, v in state_dict.items()}
+
+
+def split_native(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict, StateDict, bool]:
+    """(backbone keys without `backbone.`, detector keys (fpn.*, head.*, anything else), is_detector).
+
+    A native detector is recognised by its `fpn.` / `head.` keys or a `backbone.` prefix; a bare
+    backbone or classifier comes back whole as the first dict."""
+    is_detector = any(k.startswith(("backbone.", "fpn.", "head.")) for k in state_dict)
+    if not is_detector:
+        return dict(state_dict), {}, False
+    body = strip_prefix(state_dict, "backbone.")
+    rest = {k: v for k, v in state_dict.items() if not k.startswith("backbone.")}
+    return body, rest, True
+
+
+def native_fpn_levels(state_dict: Mapping[str, torch.Tensor]) -> int:
+    """How many backbone levels the native FPN reads (3 for C3-C5, 4 for C2-C5)."""
+    found = {int(m.group(1)) for k in state_dict
+             if (m := re.match(r"fpn\.inner_blocks\.(\d+)\.", k))}
+    return max(found) + 1 if found else 0
+
+
+def count_levels(state_dict: Mapping[str, torch.Tensor], pattern: str) -> int:
+    return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
+
+
+def has_stats(state_dict: Mapping[str, torch.Tensor], module: str) -> bool:
+    """Does the norm module at `module` (a key prefix ending in '.') carry running statistics?"""
+    return module + "running_mean" in state_dict
+
+
+def is_deep_stem(body: Mapping[str, torch.Tensor]) -> bool:
+    return "stem.0.weight" in body
+
+
+def is_dcn_conv(body: Mapping[str, torch.Tensor], conv: str) -> bool:
+    """`conv` ('layer2.0.conv2.') is a deformable conv when its offset predictor sits beside it."""
+    return conv + "conv_offset.weight" in body
+
+
+def check_scalar_one(value: torch.Tensor, key: str, dialect: str) -> None:
+    if not torch.all(value == 1):
+        raise ValueError(f"{dialect} has no per-level Scale, but {key} = {value.flatten().tolist()} (not 1.0); "
+                         "exporting would change the model's box regression")

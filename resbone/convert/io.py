@@ -1,0 +1,200 @@
+"""Reading and writing checkpoint files safely.
+
+Reading never runs code from the file: `.pth/.pt/.bin/.ckpt` go through torch.load(weights_only=True),
+`.safetensors` through safetensors, and Caffe2 / detectron2 `.pkl` pickles through an unpickler that
+admits only numpy arrays and plain containers (anything else, e.g. `os.system`, is refused before it is
+imported). Writing is atomic: a temporary file in the destination folder, fsync, then os.replace, so a
+crash never leaves a half-written OUT, and OUT may never be the file being converted.
+
+Reference tests: tests/convert/test_io.py (malicious pickle refused and not executed, truncated file,
+directory, text file, round trips through every format, a failure mid-write leaves OUT untouched).
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from resbone.convert.common import StateDict
+
+__all__ = ["load_state_dict_file", "save_state_dict_file", "unwrap_state_dict", "FORMATS"]
+
+FORMATS = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pkl")
+# Wrappers that training frameworks put around the weights (torchvision/timm: none; mmcv: state_dict;
+# detectron2 / maskrcnn-benchmark: model; some repos: net; Detectron pickles: blobs).
+_WRAPPERS = ("state_dict", "model", "net", "blobs", "model_state", "module")
+_SAFE_GLOBALS = {
+    ("collections", "OrderedDict"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # how Python 3 pickles bytes with protocol 2 (numpy's raw data)
+}
+_SAFE_DTYPE_PREFIXES = ("numpy.dtypes.",)  # numpy 2 pickles dtypes as numpy.dtypes.Float32DType
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """pickle.Unpickler that resolves only the globals numpy arrays need."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _SAFE_GLOBALS or (module + ".").startswith(_SAFE_DTYPE_PREFIXES):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks to import {module}.{name}")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("it holds persistent references (a torch.save file?)")
+
+
+def _check_path(path: str | os.PathLike) -> Path:
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"a checkpoint path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint {str(p)!r} does not exist")
+    if p.is_dir():
+        raise ValueError(f"checkpoint {str(p)!r} is a directory, not a checkpoint file "
+                         f"(expected one of {', '.join(FORMATS)})")
+    return p
+
+
+def _sniff(p: Path) -> str:
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"PK\x03\x04"):
+        return "torch"  # torch.save's zip format
+    if len(head) >= 9 and head[8:9] == b"{" and p.suffix == ".safetensors":
+        return "safetensors"
+    if p.suffix == ".safetensors":
+        return "safetensors"
+    if p.suffix in (".pkl", ".pickle"):
+        return "pickle"
+    if head[:1] == b"\x80":
+        return "torch"  # a legacy (non-zip) torch.save file is a pickle stream
+    raise ValueError(f"{str(p)!r} is not a checkpoint: it is neither a torch.save zip, a pickle nor "
+                     f"safetensors (first bytes {head[:8]!r}); expected one of {', '.join(FORMATS)}")
+
+
+def load_state_dict_file(path: str | os.PathLike) -> StateDict:
+    """Read a checkpoint file and return its state dict (name -> tensor), wrappers and `module.` removed.
+
+    Never executes code stored in the file; a file that would need to is refused with a ValueError."""
+    p = _check_path(path)
+    kind = _sniff(p)
+    try:
+        if kind == "safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(p), device="cpu")
+        elif kind == "pickle":
+            with open(p, "rb") as f:
+                obj = _RestrictedUnpickler(f, encoding="latin1").load()
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(f"refused to load {str(p)!r}: {_why(error)}. resbone reads only tensors, numpy arrays and "
+                         "plain containers, so that opening a checkpoint cannot run code") from None
+    except (EOFError, zipfile.BadZipFile, OSError, RuntimeError, UnicodeDecodeError, ValueError,
+            IndexError, KeyError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"cannot read checkpoint {str(p)!r} ({kind} format): it is truncated or not a "
+                         f"checkpoint ({reason})") from None
+    try:
+        return unwrap_state_dict(obj)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"checkpoint {str(p)!r}: {error}") from None
+
+
+def _why(error: Exception) -> str:
+    """The informative line of an unpickling refusal (torch's message is a page long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return next((line for line in lines if "GLOBAL" in line or "asks to import" in line), lines[0] if lines else "")
+
+
+def unwrap_state_dict(obj: Any) -> StateDict:
+    """The state dict inside a checkpoint object: descends through `state_dict` / `model` / `net` /
+    `blobs` wrappers, drops a `module.` (DataParallel/DDP) prefix, turns numpy arrays into tensors and
+    leaves out non-tensor entries (step counters, strings)."""
+    for _ in range(4):
+        if not isinstance(obj, Mapping):
+            break
+        inner = next((obj[w] for w in _WRAPPERS if isinstance(obj.get(w), Mapping) and obj[w]), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise TypeError(f"expected a state dict (a mapping of names to tensors), got {type(obj).__name__}")
+    out: StateDict = {}
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            continue
+        if isinstance(value, np.ndarray):
+            if value.dtype == object:
+                raise ValueError(f"entry {key!r} is a numpy array of Python objects, not numbers")
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if isinstance(value, torch.Tensor):
+            out[key] = value
+    if not out:
+        raise ValueError(f"no tensors found (top-level keys: {sorted(map(str, obj))[:8]})")
+    if all(k.startswith("module.") for k in out):
+        out = {k[len("module."):]: v for k, v in out.items()}
+    return out
+
+
+def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, *,
+                         source: str | os.PathLike | None = None, pickle_key: str = "model") -> Path:
+    """Write `state_dict` to `path` atomically, in the format its suffix names: `.safetensors`,
+    `.pth`/`.pt`/`.bin`/`.ckpt` (torch.save) or `.pkl` (a pickle of numpy arrays under `pickle_key`:
+    'model' as detectron2 reads it, 'blobs' as Detectron / maskrcnn-benchmark read Caffe2 weights).
+    `source`: the file the weights came from; writing over it is refused."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"output path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
+    p = Path(path)
+    if p.suffix not in FORMATS:
+        raise ValueError(f"cannot tell the format of {str(p)!r} from its suffix {p.suffix!r}; "
+                         f"allowed suffixes: {', '.join(FORMATS)}")
+    if p.is_dir():
+        raise ValueError(f"output {str(p)!r} is a directory; give a file name ending in one of {', '.join(FORMATS)}")
+    if source is not None and p.exists() and Path(source).exists() and os.path.samefile(p, source):
+        raise ValueError(f"refusing to overwrite the input checkpoint {str(source)!r}; choose another output path")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"output folder {str(folder)!r} does not exist")
+    tensors = {k: v.detach().cpu() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    descriptor, temp = tempfile.mkstemp(dir=folder, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            f.write(_serialize(tensors, p.suffix, pickle_key))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, p)
+    except BaseException:
+        if os.path.exists(temp):
+            os.unlink(temp)
+        raise
+    return p
+
+
+def _serialize(tensors: dict[str, torch.Tensor], suffix: str, pickle_key: str) -> bytes:
+    if suffix == ".safetensors":
+        from safetensors.torch import save
+
+        # safetensors refuses tensors that share memory (tied weights, views): give each its own.
+        return save({k: v.clone().contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
+    if suffix == ".pkl":
+        arrays = {k: v.numpy() for k, v in tensors.items()}
+        return pickle.dumps({pickle_key: arrays, "__author__": "resbone"}, protocol=4)
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    return buffer.getvalue()

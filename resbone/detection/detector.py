@@ -1,0 +1,234 @@
+"""The FCOS detector: transform -> backbone -> FPN -> head -> losses or detections; `build_detector`.
+
+Anchors: FCOS's `GeneralizedRCNN` + `FCOSModule` (what `tools/train_net.py` builds from a config) and
+torchvision's `models/detection/fcos.py` `FCOS.forward` (list of RGB 0..1 images in; dict of losses
+in training, list of dicts of boxes / scores / labels in input pixels in evaluation).
+Names and calling convention: CONTRACTS "Detector naming" and "Detector calling convention".
+Reference test: tests/detection/test_torchvision_equality.py (torchvision fcos_resnet50_fpn converted
+into this model gives the same head outputs and detections).
+"""
+from __future__ import annotations
+
+import re
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from resbone.detection.defaults import add_fcos_config
+from resbone.detection.fcos import (IOU_LOSS_TYPES, FCOSHead, assign_targets, compute_locations, fcos_losses,
+                                    postprocess_detections)
+from resbone.detection.fpn import FPN
+from resbone.detection.transform import DetectionTransform
+
+__all__ = ["FCOS", "build_detector", "build_fallback_backbone"]
+
+PYRAMID_STRIDES = (8, 16, 32)  # C3, C4, C5: what the FPN takes from the backbone
+LOCATION_OFFSETS = ("half_stride", "zero")
+SCORE_TH_ON = ("cls", "sqrt_cls_ctr")
+REG_LOSS_WEIGHTINGS = ("centerness", "none")
+
+
+def _pyramid_indices(backbone: nn.Module) -> tuple[int, ...]:
+    """Which of the backbone's outputs are C3, C4, C5 (by stride, from its feature_info)."""
+    info = getattr(backbone, "feature_info", None)
+    if not info:
+        raise TypeError(f"the FCOS backbone {type(backbone).__name__} has no feature_info; it must be a "
+                        "resbone backbone (num_classes=None) listing channels and stride of each output")
+    strides = [int(i["stride"]) for i in info]
+    missing = [s for s in PYRAMID_STRIDES if s not in strides]
+    if missing:
+        raise ValueError(f"the FCOS backbone must output maps at strides {PYRAMID_STRIDES} (C3-C5); its "
+                         f"outputs have strides {strides} (missing {missing})")
+    return tuple(strides.index(s) for s in PYRAMID_STRIDES)
+
+
+class FCOS(nn.Module):
+    """FCOS (Tian et al., ICCV 2019) over any resbone backbone.
+
+    forward(images, targets=None): images is a list of float tensors [3, H, W] (RGB, 0..1); targets a
+    list of dict(boxes=[N, 4] xyxy in input pixels, labels=[N] int64 in 1..C). Training returns
+    {'loss_cls', 'loss_reg', 'loss_centerness'}; evaluation a list of dict(boxes, scores, labels).
+    """
+
+    def __init__(self, backbone: nn.Module, fpn: FPN, head: FCOSHead, transform: DetectionTransform, *,
+                 location_offset: str = "half_stride", sizes_of_interest: Sequence[Sequence[float]] = (
+                     (-1, 64), (64, 128), (128, 256), (256, 512), (512, 100000000.0)),
+                 center_sampling_radius: float = 0.0, iou_loss_type: str = "iou", loss_alpha: float = 0.25,
+                 loss_gamma: float = 2.0, reg_loss_weighting: str = "centerness", score_thresh: float = 0.05,
+                 score_th_on: str = "cls", pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
+                 detections_per_img: int = 100):
+        super().__init__()
+        for name, value, allowed in (("MODEL.FCOS.LOCATION_OFFSET", location_offset, LOCATION_OFFSETS),
+                                     ("MODEL.FCOS.IOU_LOSS_TYPE", iou_loss_type, IOU_LOSS_TYPES),
+                                     ("MODEL.FCOS.SCORE_TH_ON", score_th_on, SCORE_TH_ON),
+                                     ("MODEL.FCOS.REG_LOSS_WEIGHTING", reg_loss_weighting, REG_LOSS_WEIGHTINGS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if len(sizes_of_interest) != len(head.strides):
+            raise ValueError(f"MODEL.FCOS.SIZES_OF_INTEREST needs one [low, high] per level of FPN_STRIDES "
+                             f"{head.strides}, got {list(sizes_of_interest)!r}")
+        self.backbone = backbone
+        self.fpn = fpn
+        self.head = head
+        self.transform = transform
+        self.feature_indices = _pyramid_indices(backbone)
+        self.num_classes = head.num_classes
+        self.strides = head.strides
+        self.location_offset = location_offset
+        self.sizes_of_interest = [tuple(float(v) for v in r) for r in sizes_of_interest]
+        self.center_sampling_radius = float(center_sampling_radius)
+        self.iou_loss_type = iou_loss_type
+        self.loss_alpha, self.loss_gamma = float(loss_alpha), float(loss_gamma)
+        self.reg_loss_weighting = reg_loss_weighting
+        self.score_thresh, self.score_th_on = float(score_thresh), score_th_on
+        self.pre_nms_top_n, self.nms_thresh = int(pre_nms_top_n), float(nms_thresh)
+        self.detections_per_img = int(detections_per_img)
+
+    def forward_head(self, batch: torch.Tensor):
+        """Backbone, FPN and head on a batched, normalized tensor: (logits, regression, centerness)
+        lists over the pyramid levels, as FCOSHead.forward returns them."""
+        features = self.backbone(batch)
+        pyramid = self.fpn([features[i] for i in self.feature_indices])
+        return self.head(pyramid)
+
+    def locations(self, outputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return compute_locations([tuple(o.shape[-2:]) for o in outputs], self.strides,
+                                 offset=self.location_offset, device=outputs[0].device)
+
+    def forward(self, images: Sequence[torch.Tensor], targets: Optional[Sequence[dict]] = None):
+        self._check_inputs(images, targets)
+        original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
+        batch, image_sizes, targets = self.transform(images, targets if self.training else None)
+        logits, regression, centerness = self.forward_head(batch)
+        locations = self.locations(logits)
+        if self.training:
+            return self.losses(logits, regression, centerness, locations, targets)
+        detections = postprocess_detections(
+            logits, regression, centerness, locations, image_sizes, score_thresh=self.score_thresh,
+            score_th_on=self.score_th_on, pre_nms_top_n=self.pre_nms_top_n, nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img)
+        return self.transform.postprocess(detections, image_sizes, original_sizes)
+
+    def losses(self, logits, regression, centerness, locations, targets) -> dict:
+        """Assign targets per image and compute FCOS's losses over the whole batch."""
+        labels, reg_targets = zip(*(assign_targets(
+            locations, t["boxes"].to(regression[0].dtype), t["labels"], strides=self.strides,
+            sizes_of_interest=self.sizes_of_interest, center_sampling_radius=self.center_sampling_radius)
+            for t in targets))
+
+        def flat(outputs, channels):  # per level [N, ch, H, W] -> [N * P, ch], image-major
+            return torch.cat([o.flatten(2) for o in outputs], dim=2).transpose(1, 2).reshape(-1, channels)
+
+        return fcos_losses(flat(logits, self.num_classes), flat(regression, 4), flat(centerness, 1).squeeze(1),
+                           torch.cat(labels), torch.cat(reg_targets), iou_loss_type=self.iou_loss_type,
+                           alpha=self.loss_alpha, gamma=self.loss_gamma, reg_weighting=self.reg_loss_weighting)
+
+    def _check_inputs(self, images, targets) -> None:
+        if not isinstance(images, (list, tuple)) or not images:
+            raise TypeError(f"FCOS expects a non-empty list of image tensors [3, H, W], got {type(images).__name__}")
+        for i, image in enumerate(images):
+            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+                shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+                raise ValueError(f"image {i} must be a float tensor [3, H, W] (RGB, 0..1), got {shape}")
+            if not image.is_floating_point():
+                raise TypeError(f"image {i} must be a float tensor with values in 0..1, got dtype {image.dtype}")
+        if not self.training:
+            return
+        if targets is None:
+            raise ValueError("FCOS in training mode needs targets: a list of dict(boxes=[N, 4], labels=[N]), "
+                             "one per image (call model.eval() for detections)")
+        if len(targets) != len(images):
+            raise ValueError(f"got {len(images)} images but {len(targets)} targets; give one target dict per image")
+        for i, target in enumerate(targets):
+            if not isinstance(target, dict) or "boxes" not in target or "labels" not in target:
+                raise KeyError(f"target {i} must be a dict with 'boxes' and 'labels', got "
+                               f"{sorted(target) if isinstance(target, dict) else type(target).__name__}")
+            boxes, labels = target["boxes"], target["labels"]
+            if not isinstance(boxes, torch.Tensor) or boxes.dim() != 2 or boxes.shape[1] != 4:
+                raise ValueError(f"target {i} boxes must be a float tensor [N, 4] (x1, y1, x2, y2), got "
+                                 f"{tuple(boxes.shape) if isinstance(boxes, torch.Tensor) else type(boxes).__name__}")
+            if not isinstance(labels, torch.Tensor) or labels.shape != boxes.shape[:1] or labels.is_floating_point():
+                raise ValueError(f"target {i} labels must be an int64 tensor [N] matching {boxes.shape[0]} boxes")
+            if labels.numel() and (int(labels.min()) < 1 or int(labels.max()) > self.num_classes):
+                raise ValueError(f"target {i} labels must lie in 1..{self.num_classes} (0 is background), got "
+                                 f"values {int(labels.min())}..{int(labels.max())}")
+            bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+            if bad.any():
+                raise ValueError(f"target {i} has a box with non-positive width or height: "
+                                 f"{boxes[bad][0].tolist()} (boxes are x1, y1, x2, y2 with x2 > x1, y2 > y1)")
+
+
+def build_fallback_backbone(cfg) -> nn.Module:
+    """A ResNet backbone from FCOS's CONV_BODY ('R-50-FPN-RETINANET', 'R-101-FPN', ...) for when
+    resbone.builders.build_fcos_backbone is not available: FrozenBN (eps set by build_detector from
+    MODEL.BACKBONE.FROZEN_BN_EPS), FREEZE_CONV_BODY_AT,
+    STRIDE_IN_1X1 (caffe style), NUM_GROUPS / WIDTH_PER_GROUP, outputs C3-C5."""
+    from resbone.models.resnet import ResNet
+
+    body = cfg.MODEL.BACKBONE.CONV_BODY
+    match = re.fullmatch(r"R-(\d+)-FPN(-RETINANET)?", body)
+    if not match:
+        raise KeyError(f"MODEL.BACKBONE.CONV_BODY {body!r} is not supported without resbone.builders; "
+                       "use 'R-<depth>-FPN-RETINANET' (depth 18, 34, 50, 101, 152)")
+    resnets = cfg.MODEL.RESNETS
+    return ResNet(int(match.group(1)), num_classes=None, out_indices=(1, 2, 3),
+                  style="caffe" if resnets.STRIDE_IN_1X1 else "pytorch", norm_cfg=dict(type="FrozenBN"),
+                  frozen_stages=max(int(cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT) - 1, -1),
+                  groups=int(resnets.NUM_GROUPS), base_width=int(resnets.WIDTH_PER_GROUP))
+
+
+def _build_backbone(cfg) -> nn.Module:
+    try:
+        from resbone.builders import build_fcos_backbone
+    except ImportError:
+        return build_fallback_backbone(cfg)
+    return build_fcos_backbone(cfg)
+
+
+def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:
+    """FCOS from a yacs config with FCOS's keys (missing ones take the defaults of
+    resbone.detection.defaults). `backbone` overrides MODEL.BACKBONE.CONV_BODY (any resbone backbone
+    with num_classes=None whose feature_info has strides 8, 16 and 32)."""
+    cfg = add_fcos_config(cfg.clone())
+    fcos, inp = cfg.MODEL.FCOS, cfg.INPUT
+    if cfg.MODEL.FPN.USE_GN or cfg.MODEL.FPN.USE_RELU:
+        raise ValueError("MODEL.FPN.USE_GN / USE_RELU are not supported by resbone's FPN (FCOS's configs "
+                         "leave both False); set them to False")
+    if not isinstance(fcos.NUM_CLASSES, int) or fcos.NUM_CLASSES < 2:
+        raise ValueError(f"MODEL.FCOS.NUM_CLASSES counts the background (81 for COCO) and must be an int "
+                         f">= 2, got {fcos.NUM_CLASSES!r}")
+    strides = tuple(int(s) for s in fcos.FPN_STRIDES)
+    if strides[:3] != PYRAMID_STRIDES or len(strides) not in (3, 4, 5) or any(
+            b != 2 * a for a, b in zip(strides, strides[1:])):
+        raise ValueError(f"MODEL.FCOS.FPN_STRIDES must start 8, 16, 32 and double per level, 3 to 5 levels "
+                         f"(FCOS: [8, 16, 32, 64, 128]), got {list(fcos.FPN_STRIDES)!r}")
+    if backbone is None:
+        backbone = _build_backbone(cfg)
+        for module in backbone.modules():
+            if isinstance(module, FrozenBatchNorm2d):
+                module.eps = float(cfg.MODEL.BACKBONE.FROZEN_BN_EPS)
+    indices = _pyramid_indices(backbone)
+    in_channels = [int(backbone.feature_info[i]["channels"]) for i in indices]
+    out_channels = int(cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS)
+    fpn = FPN(in_channels, out_channels, num_extra_levels=len(strides) - 3,
+              extra_from_c5=bool(cfg.MODEL.RETINANET.USE_C5))
+    dcn = None
+    if fcos.USE_DCN_IN_TOWER:
+        dcn = dict(type=fcos.DCN_TYPE, deform_groups=1)
+    head = FCOSHead(out_channels, fcos.NUM_CLASSES - 1, strides=strides, num_convs=int(fcos.NUM_CONVS),
+                    prior_prob=float(fcos.PRIOR_PROB), centerness_on_reg=bool(fcos.CENTERNESS_ON_REG),
+                    norm_reg_targets=bool(fcos.NORM_REG_TARGETS), dcn=dcn)
+    transform = DetectionTransform(
+        min_size_train=tuple(inp.MIN_SIZE_TRAIN) if isinstance(inp.MIN_SIZE_TRAIN, (list, tuple))
+        else (inp.MIN_SIZE_TRAIN,), max_size_train=inp.MAX_SIZE_TRAIN, min_size_test=inp.MIN_SIZE_TEST,
+        max_size_test=inp.MAX_SIZE_TEST, pixel_mean=list(inp.PIXEL_MEAN), pixel_std=list(inp.PIXEL_STD),
+        to_bgr255=bool(inp.TO_BGR255), size_divisibility=int(cfg.DATALOADER.SIZE_DIVISIBILITY))
+    return FCOS(backbone, fpn, head, transform, location_offset=fcos.LOCATION_OFFSET,
+                sizes_of_interest=list(fcos.SIZES_OF_INTEREST)[:len(strides)],
+                center_sampling_radius=float(fcos.CENTER_SAMPLING_RADIUS), iou_loss_type=fcos.IOU_LOSS_TYPE,
+                loss_alpha=float(fcos.LOSS_ALPHA), loss_gamma=float(fcos.LOSS_GAMMA),
+                reg_loss_weighting=fcos.REG_LOSS_WEIGHTING, score_thresh=float(fcos.INFERENCE_TH),
+                score_th_on=fcos.SCORE_TH_ON, pre_nms_top_n=int(fcos.PRE_NMS_TOP_N), nms_thresh=float(fcos.NMS_TH),
+                detections_per_img=int(cfg.TEST.DETECTIONS_PER_IMG))

@@ -1,0 +1,101 @@
+"""The training loop: an interrupted run resumed from its checkpoint ends exactly where an uninterrupted
+run ends (same iteration, learning rate, batches and weights); checkpoints are atomic and load with
+weights_only=True; metrics.jsonl and the curves PNG are written. Uses the stand-in TinyDetector."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from resbone.engine.checkpoint import last_checkpoint
+from resbone.engine.config import load_cfg
+from resbone.engine.solver import lr_factor
+from resbone.engine.trainer import Trainer
+from tests.engine.tiny_detector import TinyDetector
+
+
+def tiny_cfg(data_root: str, output_dir: str, *opts: str):
+    return load_cfg(None, [
+        "MODEL.DEVICE", "cpu", "DATASETS.ROOT", data_root, "DATASETS.TRAIN", "('shapes_train',)",
+        "DATASETS.TEST", "('shapes_val',)", "DATASETS.SHAPES.NUM_TRAIN", "8", "DATASETS.SHAPES.NUM_VAL", "4",
+        "DATASETS.SHAPES.IMAGE_SIZE", "48", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "7", "SOLVER.CHECKPOINT_PERIOD", "3", "SOLVER.BASE_LR", "0.05", "SOLVER.STEPS", "(5,)",
+        "SOLVER.WARMUP_ITERS", "4", "SOLVER.LOG_PERIOD", "1", "SOLVER.PROGRESS_BAR", "False",
+        "SOLVER.TEST_AFTER_TRAIN", "False", "TEST.IMS_PER_BATCH", "2", "OUTPUT_DIR", output_dir, *opts])
+
+
+class Interrupted(Exception):
+    pass
+
+
+class DiesAt(TinyDetector):
+    """Raises at its n-th training forward: a run killed between two checkpoints."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.calls, self.n = 0, n
+
+    def forward(self, images, targets=None):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.n:
+                raise Interrupted
+        return super().forward(images, targets)
+
+
+def _metrics(output_dir):
+    with open(os.path.join(output_dir, "metrics.jsonl")) as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_resume_continues_with_same_lr_iteration_and_weights(tmp_path):
+    data = str(tmp_path / "data")
+    straight = tiny_cfg(data, str(tmp_path / "straight"))
+    Trainer(straight, model_fn=lambda cfg: TinyDetector()).train()
+    reference = torch.load(tmp_path / "straight" / "model_final.pth", weights_only=True)
+
+    broken = tiny_cfg(data, str(tmp_path / "broken"))
+    with pytest.raises(Interrupted):
+        Trainer(broken, model_fn=lambda cfg: DiesAt(5)).train()  # dies in iteration 5, after checkpoint 3
+    assert last_checkpoint(broken.OUTPUT_DIR).endswith("model_0000003.pth")
+    assert [r["iter"] for r in _metrics(broken.OUTPUT_DIR)] == [1, 2, 3, 4]
+
+    resumed = Trainer(broken, model_fn=lambda cfg: TinyDetector(), resume=True)
+    assert resumed.start_iter == 3
+    expected_lr = 0.05 * lr_factor(3, steps=(5,), gamma=0.1, warmup_factor=1 / 3, warmup_iters=4,
+                                   warmup_method="linear")
+    weight_group = [g for g in resumed.optimizer.param_groups if g["params"][0].dim() > 1][0]
+    assert weight_group["lr"] == pytest.approx(expected_lr, rel=1e-12)
+    resumed.train()
+    final = torch.load(tmp_path / "broken" / "model_final.pth", weights_only=True)
+    assert final["iteration"] == reference["iteration"] == 7
+    for key, value in reference["model"].items():
+        torch.testing.assert_close(final["model"][key], value, rtol=0, atol=1e-6)
+    straight_log, resumed_log = _metrics(straight.OUTPUT_DIR), _metrics(broken.OUTPUT_DIR)
+    assert [r["iter"] for r in resumed_log] == list(range(1, 8))  # iteration 4's record is not doubled
+    for a, b in zip(straight_log, resumed_log):
+        assert a["lr"] == pytest.approx(b["lr"], rel=1e-12) and a["loss"] == pytest.approx(b["loss"], abs=1e-5)
+
+
+def test_outputs_are_complete_and_safe(tmp_path):
+    cfg = tiny_cfg(str(tmp_path / "data"), str(tmp_path / "out"), "SOLVER.TEST_AFTER_TRAIN", "True",
+                   "SOLVER.MAX_ITER", "3", "SOLVER.CLIP_GRAD_NORM", "1.0", "SOLVER.PROGRESS_BAR", "True")
+    result = Trainer(cfg, model_fn=lambda cfg: TinyDetector()).train()
+    names = sorted(os.listdir(cfg.OUTPUT_DIR))
+    assert names == ["curves.png", "eval_results.json", "last_checkpoint", "log.txt", "metrics.jsonl",
+                     "model_final.pth"]
+    assert not [n for n in names if ".tmp" in n]  # every file was moved into place whole
+    state = torch.load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"), weights_only=True)
+    assert set(state) >= {"model", "optimizer", "scheduler", "iteration", "cfg", "class_names"}
+    assert state["class_names"] == ["square", "circle", "triangle"]
+    assert set(result["eval"]["shapes_val"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
+    assert json.load(open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))) == result["eval"]
+    assert os.path.getsize(os.path.join(cfg.OUTPUT_DIR, "curves.png")) > 1000
+
+
+def test_batch_larger_than_data_is_a_clear_error(tmp_path):
+    cfg = tiny_cfg(str(tmp_path / "data"), str(tmp_path / "out"), "SOLVER.IMS_PER_BATCH", "64")
+    with pytest.raises(ValueError, match=r"fewer than SOLVER.IMS_PER_BATCH \(64\)"):
+        Trainer(cfg, model_fn=lambda cfg: TinyDetector()).train()

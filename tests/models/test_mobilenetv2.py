@@ -1,0 +1,116 @@
+"""MobileNetV2 against torchvision (keys, strict load, outputs, gradients) and timm (copied weights), plus
+the backbone mode (strides, channels, truncation, freezing) and its errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from resbone import create_model
+from resbone.models.mobilenetv2 import MobileNetV2
+from tests.conftest import randomize_norms
+
+TOL = 1e-5
+
+
+@pytest.mark.parametrize("width_mult", [1.0, 0.5, 0.75])
+def test_classifier_has_torchvision_keys_loads_strict_and_gives_equal_logits(width_mult, rng):
+    ref = randomize_norms(torchvision.models.mobilenet_v2(width_mult=width_mult)).eval()
+    ours = create_model("mobilenet_v2", width_mult=width_mult).eval()
+    assert list(ours.state_dict()) == list(ref.state_dict())  # same names, same order
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=rng)
+    expected = ref(x)
+    torch.testing.assert_close(ours(x), expected, atol=TOL * expected.abs().max().item(), rtol=TOL)
+
+
+def test_train_mode_gradients_equal_torchvision(rng):
+    ref = torchvision.models.mobilenet_v2(width_mult=0.5, dropout=0.0).train()
+    ours = MobileNetV2(width_mult=0.5, dropout=0.0).train()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=rng)
+    ref(x).logsumexp(1).sum().backward()
+    ours(x).logsumexp(1).sum().backward()
+    for (name, p_ref), (_, p_ours) in zip(ref.named_parameters(), ours.named_parameters()):
+        torch.testing.assert_close(p_ours.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_timm_mobilenetv2_100_weights_copied_in_order_give_equal_logits(rng):
+    timm = pytest.importorskip("timm")
+    ref = randomize_norms(timm.create_model("mobilenetv2_100", pretrained=False)).eval()
+    ours = create_model("mobilenetv2_100").eval()
+    theirs = [(k, v) for k, v in ref.state_dict().items()]
+    mine = list(ours.state_dict())
+    assert len(theirs) == len(mine)
+    mapped = {}
+    for name, (their_name, value) in zip(mine, theirs):  # both list tensors in forward order
+        assert ours.state_dict()[name].shape == value.shape, (name, their_name)
+        mapped[name] = value
+    ours.load_state_dict(mapped, strict=True)
+    x = torch.randn(2, 3, 64, 64, generator=rng)
+    expected = ref(x)
+    torch.testing.assert_close(ours(x), expected, atol=TOL * expected.abs().max().item(), rtol=TOL)
+
+
+def test_backbone_returns_torchvision_feature_maps_at_strides_4_8_16_32(rng):
+    ref = randomize_norms(torchvision.models.mobilenet_v2()).eval()
+    ours = MobileNetV2(num_classes=None).eval()  # mmdet's default out_indices (1, 2, 4, 7)
+    missing, unexpected = ours.load_state_dict(ref.state_dict(), strict=False)
+    assert missing == [] and unexpected == ["classifier.1.weight", "classifier.1.bias"]
+    assert [(i["channels"], i["stride"], i["module"]) for i in ours.feature_info] == \
+        [(24, 4, "features.3"), (32, 8, "features.6"), (96, 16, "features.13"), (1280, 32, "features.18")]
+    x = torch.randn(1, 3, 64, 64, generator=rng)
+    expected, h = [], x
+    for i, module in enumerate(ref.features):
+        h = module(h)
+        if i in (3, 6, 13, 18):
+            expected.append(h)
+    outs = ours(x)
+    assert isinstance(outs, tuple) and [o.shape[-1] for o in outs] == [16, 8, 4, 2]
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, atol=TOL, rtol=TOL)
+
+
+def test_backbone_builds_only_what_its_outputs_use_so_every_parameter_gets_a_gradient(rng):
+    model = MobileNetV2(num_classes=None, out_indices=(1, 2, 4, 6))  # FCOS's features 3 / 6 / 13 / 17
+    assert len(model.features) == 18 and model.out_channels == [24, 32, 96, 320]
+    sum(o.sum() for o in model(torch.randn(1, 3, 64, 64, generator=rng))).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_frozen_stages_and_norm_eval_survive_train():
+    model = MobileNetV2(num_classes=None, frozen_stages=2, norm_eval=False)
+    assert model.train() is model
+    for i, module in enumerate(model.features):
+        frozen = i <= 3  # stem, stage 0 (features.1), stage 1 (features.2-3)
+        assert all(p.requires_grad != frozen for p in module.parameters()), i
+        assert all(m.training != frozen for m in module.modules()), i
+    stem_only = MobileNetV2(num_classes=None, frozen_stages=0).train()
+    assert not any(p.requires_grad for p in stem_only.features[0].parameters())
+    assert all(p.requires_grad for p in stem_only.features[1].parameters())
+    norm_eval = MobileNetV2(num_classes=None, norm_eval=True).train()
+    bns = [m for m in norm_eval.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns) and norm_eval.features[5].conv[3].training is False
+    assert norm_eval.features[5].training  # only the norms are in eval
+
+
+@pytest.mark.parametrize("kwargs,error,words", [
+    (dict(num_classes=None, out_indices=(8,)), ValueError, ["(8,)", "0..7"]),
+    (dict(num_classes=None, out_indices=(4, 2)), ValueError, ["(4, 2)", "increasing"]),
+    (dict(num_classes=None, out_indices=3), TypeError, ["3", "sequence"]),
+    (dict(frozen_stages=9), ValueError, ["frozen_stages", "9"]),
+    (dict(width_mult=0), ValueError, ["width_mult", "0"]),
+    (dict(num_classes=-1), ValueError, ["num_classes", "-1"]),
+    (dict(norm_cfg="LayerNorm"), ValueError, ["'LayerNorm'", "BN"]),
+])
+def test_bad_arguments_name_the_value_and_the_allowed_ones(kwargs, error, words):
+    with pytest.raises(error) as info:
+        MobileNetV2(**kwargs)
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+def test_bad_input_and_download_requests_are_clear_errors():
+    with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(1, 1, 32, 32\)"):
+        MobileNetV2(width_mult=0.5)(torch.randn(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="downloads nothing"):
+        create_model("mobilenet_v2", weights="IMAGENET1K_V1")

@@ -1,0 +1,285 @@
+"""resbone.builders: mmdetection's own backbone configs and FCOS's CONV_BODY configs build, run and mean
+what they mean there (outputs against torchvision, freezing, stride placement, norms, DCN placement);
+every bad input is a clear error."""
+from __future__ import annotations
+
+import copy
+from functools import partial
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.feature_extraction import create_feature_extractor
+from torchvision.ops import FrozenBatchNorm2d
+from yacs.config import CfgNode
+
+from resbone.builders import FCOS_CONV_BODIES, build_backbone, build_fcos_backbone
+from resbone.layers.attention import ContextBlock, GeneralizedAttention
+from resbone.layers.conv import DeformConv2dPack, ModulatedDeformConv2dPack
+from resbone.models.mobilenetv2 import MobileNetV2
+from tests.conftest import randomize_norms
+
+# ---- mmdetection's own configs (the `backbone=` dicts, verbatim, with their _base_ merged) -------------
+_R50 = dict(type="ResNet", depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,
+            norm_cfg=dict(type="BN", requires_grad=True), norm_eval=True, style="pytorch",
+            init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50"))
+MMDET_CONFIGS = {
+    # configs/_base_/models/faster-rcnn_r50_fpn.py (retinanet_r50_fpn.py has the same backbone)
+    "faster-rcnn_r50_fpn": _R50,
+    # configs/fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py
+    "fcos_r50-caffe": dict(_R50, norm_cfg=dict(type="BN", requires_grad=False), style="caffe",
+                           init_cfg=dict(type="Pretrained", checkpoint="open-mmlab://detectron/resnet50_caffe")),
+    # configs/dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py
+    "faster-rcnn_r50-dconv-c3-c5": dict(_R50, dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
+                                        stage_with_dcn=(False, True, True, True)),
+    # configs/fcos/fcos_r50-dcn-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py
+    "fcos_r50-dcn-caffe": dict(_R50, norm_cfg=dict(type="BN", requires_grad=False), style="caffe",
+                               dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
+                               stage_with_dcn=(False, True, True, True)),
+    # configs/gcnet/mask-rcnn_r50-gcb-r4-c3-c5_fpn_1x_coco.py
+    "mask-rcnn_r50-gcb-r4-c3-c5": dict(_R50, plugins=[dict(cfg=dict(type="ContextBlock", ratio=1. / 4),
+                                                           stages=(False, True, True, True), position="after_conv3")]),
+    # configs/empirical_attention/faster-rcnn_r50-attn0010_fpn_1x_coco.py
+    "faster-rcnn_r50-attn0010": dict(_R50, plugins=[dict(
+        cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=8, attention_type="0010", kv_stride=2),
+        stages=(False, False, True, True), position="after_conv2")]),
+    # configs/_base_/models/faster-rcnn_r50-caffe-c4.py (a 3-stage body returning C4)
+    "faster-rcnn_r50-caffe-c4": dict(type="ResNet", depth=50, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
+                                     out_indices=(2,), frozen_stages=1, norm_cfg=dict(type="BN", requires_grad=False),
+                                     norm_eval=True, style="caffe",
+                                     init_cfg=dict(type="Pretrained",
+                                                   checkpoint="open-mmlab://detectron2/resnet50_caffe")),
+    # configs/ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py
+    "ssdlite_mobilenetv2": dict(type="MobileNetV2", out_indices=(4, 7), norm_cfg=dict(type="BN", eps=0.001,
+                                momentum=0.03), init_cfg=dict(type="TruncNormal", layer="Conv2d", std=0.03)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MMDET_CONFIGS))
+def test_mmdet_configs_build_and_run(name, rng):
+    model = build_backbone(copy.deepcopy(MMDET_CONFIGS[name]), load_pretrained=False).train()
+    outs = model(torch.randn(1, 3, 64, 64, generator=rng))
+    assert isinstance(outs, tuple) and len(outs) == len(model.feature_info)
+    for out, info in zip(outs, model.feature_info):
+        assert out.shape[1:] == (info["channels"], 64 // info["stride"], 64 // info["stride"])
+    sum(o.sum() for o in outs).backward()
+
+
+def test_mmdet_defaults_norm_eval_zero_init_residual_and_frozen_stages():
+    model = build_backbone(dict(type="ResNet", depth=50, frozen_stages=1)).train()
+    assert model.out_indices == (0, 1, 2, 3)
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # norm_eval=True
+    assert all(torch.count_nonzero(b.bn3.weight) == 0 for layer in (model.layer1, model.layer4) for b in layer)
+    assert not any(p.requires_grad for m in (model.conv1, model.bn1, model.layer1) for p in m.parameters())
+    assert all(p.requires_grad for p in model.layer2.parameters())
+    caffe = build_backbone(MMDET_CONFIGS["fcos_r50-caffe"], load_pretrained=False)
+    assert caffe.layer2[0].conv1.stride == (2, 2) and caffe.layer2[0].conv2.stride == (1, 1)
+    assert not any(p.requires_grad for p in caffe.layer3[0].bn1.parameters())  # requires_grad=False norms
+
+
+def test_mmdet_resnet_loads_a_torchvision_checkpoint_and_equals_torchvision_features(tmp_path, rng):
+    ref = randomize_norms(torchvision.models.resnet50()).eval()
+    path = tmp_path / "resnet50.pth"
+    torch.save(ref.state_dict(), path)
+    cfg = dict(MMDET_CONFIGS["faster-rcnn_r50_fpn"], init_cfg=dict(type="Pretrained", checkpoint=str(path)),
+               zero_init_residual=False)
+    model = build_backbone(cfg).eval()
+    x = torch.randn(1, 3, 64, 64, generator=rng)
+    expected = create_feature_extractor(ref, {f"layer{i}": str(i) for i in range(1, 5)})(x)
+    for i, out in enumerate(model(x)):
+        torch.testing.assert_close(out, expected[str(i + 1)], atol=1e-4, rtol=1e-4)
+    again = build_backbone(dict(type="ResNet", depth=50, pretrained=str(path))).eval()
+    torch.testing.assert_close(again(x)[3], expected["4"], atol=1e-4, rtol=1e-4)
+
+
+def test_resnext_v1c_v1d_and_mobilenet_types_mean_what_mmdet_means():
+    resnext = build_backbone(dict(type="ResNeXt", depth=50, groups=32, base_width=4))
+    assert resnext.layer1[0].conv2.groups == 32 and resnext.layer1[0].conv2.out_channels == 128
+    plain = build_backbone(dict(type="ResNeXt", depth=50))  # groups=1: mmdet's width is planes
+    assert plain.layer1[0].conv2.out_channels == 64
+    v1c = build_backbone(dict(type="ResNetV1c", depth=50))
+    assert "stem.0.weight" in v1c.state_dict() and "conv1.weight" not in v1c.state_dict()
+    v1d = build_backbone(dict(type="ResNetV1d", depth=50))
+    assert isinstance(v1d.layer2[0].downsample[0], nn.AvgPool2d) and "layer2.0.downsample.1.weight" in v1d.state_dict()
+    mobile = build_backbone(dict(type="MobileNetV2", widen_factor=0.5, frozen_stages=1))
+    assert isinstance(mobile, MobileNetV2) and mobile.out_channels == [16, 16, 48, 1280]
+    assert not any(p.requires_grad for p in mobile.features[1].parameters())
+
+
+def test_stage_with_dcn_puts_dcn_exactly_where_asked_and_starts_as_the_plain_network(rng):
+    cfg = dict(type="ResNet", depth=50, dcn=dict(type="DCNv2", deform_groups=2), stage_with_dcn=(False, True, False, True),
+               zero_init_residual=False)
+    model = build_backbone(cfg).eval()
+    for stage, layer in enumerate((model.layer1, model.layer2, model.layer3, model.layer4)):
+        for block in layer:
+            assert isinstance(block.conv2, ModulatedDeformConv2dPack) == (stage in (1, 3))
+            assert type(block.conv1) is nn.Conv2d and type(block.conv3) is nn.Conv2d
+    assert model.state_dict()["layer2.0.conv2.conv_offset.weight"].shape == (3 * 2 * 9, 128, 3, 3)
+    assert model.layer2[0].conv2.stride == (2, 2)
+    plain = build_backbone(dict(type="ResNet", depth=50, zero_init_residual=False)).eval()
+    randomize_norms(plain)
+    x = torch.randn(1, 3, 64, 64, generator=rng)
+    # DCNv2 starts at mask 0.5: compare the v1 network instead, which starts exactly as the plain one
+    v1 = build_backbone(dict(cfg, dcn=dict(type="DCN"))).eval()
+    v1.load_state_dict(plain.state_dict(), strict=False)
+    assert isinstance(v1.layer4[0].conv2, DeformConv2dPack)
+    for ours, ref in zip(v1(x), plain(x)):  # float32 tolerance relative to the map's scale
+        torch.testing.assert_close(ours, ref, atol=1e-5 * ref.abs().max().item(), rtol=1e-4)
+
+
+def test_mmdet_plugins_land_in_the_stages_named():
+    model = build_backbone(MMDET_CONFIGS["mask-rcnn_r50-gcb-r4-c3-c5"], load_pretrained=False)
+    assert model.layer1[0].after_conv3 is None
+    assert all(isinstance(b.after_conv3[0], ContextBlock) and b.after_conv3[0].planes == b.conv3.out_channels // 4
+               for layer in (model.layer2, model.layer3, model.layer4) for b in layer)
+    attn = build_backbone(MMDET_CONFIGS["faster-rcnn_r50-attn0010"], load_pretrained=False)
+    assert attn.layer2[0].after_conv2 is None and isinstance(attn.layer3[0].after_conv2[0], GeneralizedAttention)
+
+
+def test_pretrained_goes_through_resbone_convert(monkeypatch, tmp_path):
+    import resbone.convert
+
+    calls = []
+    monkeypatch.setattr(resbone.convert, "load_checkpoint", lambda *a, **k: calls.append((a, k)))
+    path = str(tmp_path / "any.pth")
+    model = build_backbone(dict(type="ResNet", depth=18, init_cfg=dict(type="Pretrained", checkpoint=path)))
+    assert calls == [((model, path), dict(dialect="auto", strict=False))]
+    build_backbone(dict(type="ResNet", depth=18, pretrained=path), load_pretrained=False)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("cfg,error,words", [
+    (dict(type="ResNeSt", depth=50), KeyError, ["'ResNeSt'", "ResNetV1d", "MobileNetV2"]),
+    (dict(type="ResNet", depth=50, stem_stride=2), TypeError, ["stem_stride", "frozen_stages"]),
+    (dict(type="ResNet"), KeyError, ["depth"]),
+    (dict(type="ResNet", depth=50, conv_cfg=dict(type="DCN")), ValueError, ["conv_cfg", "stage_with_dcn"]),
+    (dict(type="ResNet", depth=50, dcn=dict(type="DCNv3")), ValueError, ["'DCNv3'", "DCNv2"]),
+    (dict(type="ResNet", depth=50, dcn=dict(type="DCN"), stage_with_dcn=(False, True)), ValueError,
+     ["stage_with_dcn", "4"]),
+    (dict(type="ResNet", depth=50, plugins=[dict(cfg=dict(type="ContextBlock", ratio=0.25), position="after_conv4")]),
+     ValueError, ["'after_conv4'", "after_conv3"]),
+    (dict(type="ResNetV1d", depth=50, avg_down=False), ValueError, ["avg_down", "True"]),
+    (dict(type="MobileNetV2", act_cfg=dict(type="LeakyReLU", negative_slope=0.1)), ValueError,
+     ["LeakyReLU", "ReLU6"]),
+    (dict(type="ResNet", depth=50, init_cfg=dict(type="Pretrained", checkpoint="torchvision://resnet50")), ValueError,
+     ["torchvision://resnet50", "downloads nothing"]),
+    (dict(type="ResNet", depth=50, pretrained="a.pth", init_cfg=dict(type="Pretrained", checkpoint="b.pth")),
+     ValueError, ["a.pth", "b.pth"]),
+    (dict(type="ResNet", depth=50, init_cfg=dict(type="Pretrained", checkpoint="a.pth", prefix="backbone.")),
+     KeyError, ["prefix", "checkpoint"]),
+    ("ResNet", TypeError, ["'ResNet'", "dict"]),
+])
+def test_bad_mmdet_configs_name_the_value_and_the_allowed_ones(cfg, error, words):
+    with pytest.raises(error) as info:
+        build_backbone(cfg)
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+# ---- FCOS / maskrcnn-benchmark --------------------------------------------------------------------
+def fcos_cfg(body: str = "R-50-FPN-RETINANET", **resnets) -> CfgNode:
+    """FCOS's defaults (fcos_core/config/defaults.py) for the keys the body reads."""
+    cfg = CfgNode(dict(MODEL=dict(
+        BACKBONE=dict(CONV_BODY=body, FREEZE_CONV_BODY_AT=2),
+        RESNETS=dict(NUM_GROUPS=1, WIDTH_PER_GROUP=64, STRIDE_IN_1X1=True, TRANS_FUNC="BottleneckWithFixedBatchNorm",
+                     STEM_FUNC="StemWithFixedBatchNorm", RES5_DILATION=1, BACKBONE_OUT_CHANNELS=256,
+                     RES2_OUT_CHANNELS=256, STEM_OUT_CHANNELS=64, STAGE_WITH_DCN=(False, False, False, False),
+                     WITH_MODULATED_DCN=False, DEFORMABLE_GROUPS=1),
+        GROUP_NORM=dict(DIM_PER_GP=-1, NUM_GROUPS=32, EPSILON=1e-5))))
+    cfg.MODEL.RESNETS.update(resnets)
+    return cfg
+
+
+@pytest.mark.parametrize("body,strides,channels", [
+    ("R-50-FPN-RETINANET", [8, 16, 32], [512, 1024, 2048]),
+    ("R-50-FPN", [4, 8, 16, 32], [256, 512, 1024, 2048]),
+    ("R-50-C4", [16], [1024]),
+    ("R-50-C5", [32], [2048]),
+    ("MNV2-FPN-RETINANET", [8, 16, 32], [32, 96, 320]),
+])
+def test_fcos_bodies_return_their_maps_with_strides_and_channels(body, strides, channels, rng):
+    model = build_fcos_backbone(fcos_cfg(body)).eval()
+    assert [i["stride"] for i in model.feature_info] == strides
+    assert [i["channels"] for i in model.feature_info] == channels
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64, generator=rng))
+    assert [o.shape[1:] for o in outs] == [(c, 64 // s, 64 // s) for c, s in zip(channels, strides)]
+
+
+def test_fcos_stage_specs_give_the_block_counts():
+    for body, blocks in (("R-101-C4", [3, 4, 23]), ("R-152-FPN", [3, 8, 36, 3])):
+        model = build_fcos_backbone(fcos_cfg(body))
+        assert [len(getattr(model, f"layer{i + 1}")) for i in range(len(blocks))] == blocks
+        assert not hasattr(model, f"layer{len(blocks) + 1}")
+    assert len(FCOS_CONV_BODIES) == 11
+
+
+def test_fcos_freeze_conv_body_at_2_freezes_stem_and_layer1():
+    model = build_fcos_backbone(fcos_cfg()).train()
+    frozen = [model.conv1, model.bn1, model.layer1]
+    assert not any(p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.requires_grad for p in model.layer2.parameters())
+    mobile = build_fcos_backbone(fcos_cfg("MNV2-FPN-RETINANET"))  # FCOS freezes features[0:2]
+    assert not any(p.requires_grad for m in mobile.features[:2] for p in m.parameters())
+    assert all(p.requires_grad for p in mobile.features[2].parameters())
+
+
+def test_fcos_pytorch_style_frozen_bn_body_equals_torchvision_with_eps_0(rng):
+    """STRIDE_IN_1X1=False + FrozenBN(eps=0) is torchvision's resnet50 with FrozenBatchNorm2d(eps=0)."""
+    ref = torchvision.models.resnet50(norm_layer=partial(FrozenBatchNorm2d, eps=0.0)).eval()
+    randomize_norms(ref)
+    model = build_fcos_backbone(fcos_cfg(STRIDE_IN_1X1=False)).eval()
+    assert isinstance(model.bn1, FrozenBatchNorm2d) and model.bn1.eps == 0.0
+    model.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}, strict=True)
+    x = torch.randn(1, 3, 64, 64, generator=rng)
+    expected = create_feature_extractor(ref, {"layer2": "c3", "layer3": "c4", "layer4": "c5"})(x)
+    for out, name in zip(model(x), ("c3", "c4", "c5")):
+        torch.testing.assert_close(out, expected[name], atol=1e-4, rtol=1e-4)
+
+
+def test_fcos_stride_groups_gn_dcn_and_dilation_keys():
+    caffe = build_fcos_backbone(fcos_cfg())
+    assert caffe.layer3[0].conv1.stride == (2, 2) and caffe.layer3[0].conv2.stride == (1, 1)
+    x101 = build_fcos_backbone(fcos_cfg("R-50-C4", NUM_GROUPS=32, WIDTH_PER_GROUP=8))
+    assert (x101.layer1[0].conv2.groups, x101.layer1[0].conv2.out_channels, x101.layer3[0].conv2.out_channels) == \
+        (32, 256, 1024)
+    gn = build_fcos_backbone(fcos_cfg(STEM_FUNC="StemWithGN", TRANS_FUNC="BottleneckWithGN"))
+    assert isinstance(gn.bn1, nn.GroupNorm) and gn.bn1.num_groups == 32
+    cfg = fcos_cfg(STEM_FUNC="StemWithGN", TRANS_FUNC="BottleneckWithGN")
+    cfg.MODEL.GROUP_NORM.update(DIM_PER_GP=16, NUM_GROUPS=-1, EPSILON=1e-3)
+    per_dim = build_fcos_backbone(cfg)
+    assert (per_dim.layer4[0].bn3.num_groups, per_dim.layer4[0].bn3.eps) == (2048 // 16, 1e-3)
+    dcn = build_fcos_backbone(fcos_cfg(STAGE_WITH_DCN=(False, False, True, True), WITH_MODULATED_DCN=True,
+                                       DEFORMABLE_GROUPS=2))
+    assert type(dcn.layer2[0].conv2) is nn.Conv2d
+    assert all(isinstance(b.conv2, ModulatedDeformConv2dPack) and b.conv2.deform_groups == 2
+               for layer in (dcn.layer3, dcn.layer4) for b in layer)
+    dilated = build_fcos_backbone(fcos_cfg("R-50-FPN", RES5_DILATION=2))
+    assert dilated.feature_info[-1]["stride"] == 16 and dilated.layer4[1].conv2.dilation == (2, 2)
+
+
+@pytest.mark.parametrize("body,resnets,backbone,error,words", [
+    ("R-50-FPN-P5", {}, {}, KeyError, ["'R-50-FPN-P5'", "R-50-FPN-RETINANET", "MNV2-FPN-RETINANET"]),
+    ("R-50-FPN", dict(STEM_FUNC="StemWithSyncBN"), {}, KeyError, ["StemWithSyncBN", "StemWithGN"]),
+    ("R-50-FPN", dict(TRANS_FUNC="BottleneckWithGN"), {}, ValueError, ["StemWithFixedBatchNorm", "BottleneckWithGN"]),
+    ("R-50-FPN", dict(STAGE_WITH_DCN=(False, True, True)), {}, ValueError, ["STAGE_WITH_DCN", "4"]),
+    ("R-50-FPN", dict(RES2_OUT_CHANNELS=128), {}, ValueError, ["RES2_OUT_CHANNELS=128", "256"]),
+    ("R-50-FPN", dict(RES5_DILATION=4), {}, ValueError, ["RES5_DILATION", "4"]),
+    ("R-50-FPN", dict(DEFORMABLE_GROUPS=0), {}, ValueError, ["DEFORMABLE_GROUPS", "0"]),
+    ("R-50-FPN", {}, dict(FREEZE_CONV_BODY_AT=6), ValueError, ["FREEZE_CONV_BODY_AT=6", "0..5"]),
+    ("R-50-FPN", {}, dict(FREEZE_CONV_BODY_AT=-1), ValueError, ["FREEZE_CONV_BODY_AT", "-1"]),
+    ("MNV2-FPN-RETINANET", {}, dict(FREEZE_CONV_BODY_AT=3), ValueError, ["FREEZE_CONV_BODY_AT=3", "[0, 1, 2, 4"]),
+])
+def test_bad_fcos_configs_name_the_value_and_the_allowed_ones(body, resnets, backbone, error, words):
+    cfg = fcos_cfg(body, **resnets)
+    cfg.MODEL.BACKBONE.update(backbone)
+    with pytest.raises(error) as info:
+        build_fcos_backbone(cfg)
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+def test_fcos_group_norm_needs_exactly_one_of_dim_per_gp_and_num_groups():
+    cfg = fcos_cfg(STEM_FUNC="StemWithGN", TRANS_FUNC="BottleneckWithGN")
+    cfg.MODEL.GROUP_NORM.update(DIM_PER_GP=16, NUM_GROUPS=32)
+    with pytest.raises(ValueError, match="exactly one of DIM_PER_GP"):
+        build_fcos_backbone(cfg)
