@@ -5,21 +5,20 @@
     python -m bench.backbone --channels-last  # all three in channels_last
 
 The three models get the same weights (identical state_dict keys), so the script also prints how far
-their outputs are apart. Each repeat times every model once, in a rotating order, so a machine that gets
-busier or quieter during the run affects all three alike; the table shows medians and the speed of each
+their outputs are apart. Timing is bench.timing's: interleaved repeats, medians, and the speed of each
 relative to torchvision (> 1.00x = faster). Timings are printed, never asserted.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from bench.timing import load_line, ratio_table, time_interleaved
 
 
 def build_models(device: torch.device, channels_last: bool) -> dict[str, nn.Module]:
@@ -40,21 +39,9 @@ def build_models(device: torch.device, channels_last: bool) -> dict[str, nn.Modu
     return models
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    def run(step: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-    return run
-
-
 def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int, repeats: int,
             device: torch.device, channels_last: bool) -> dict[str, dict[str, float]]:
-    """Median seconds per model for 'forward' (eval, inference mode) and 'train step'."""
+    """Median seconds per model for 'forward' (eval, inference mode) and 'train step' (SGD)."""
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, size, size, generator=generator).to(device)
     if channels_last:
@@ -77,21 +64,13 @@ def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int,
             return loss
         return step
 
-    timer, names = _timer(device), list(models)
-    results: dict[str, dict[str, float]] = {n: {} for n in names}
+    results: dict[str, dict[str, float]] = {n: {} for n in models}
     for kind, make, train in (("forward", forward, False), ("train step", train_step, True)):
         for model in models.values():
             model.train(train)
-        steps = {n: make(n) for n in names}
-        for _ in range(warmup):
-            for n in names:
-                steps[n]()
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(repeats):
-            for n in names[r % len(names):] + names[:r % len(names)]:
-                times[n].append(timer(steps[n]))
-        for n in names:
-            results[n][kind] = statistics.median(times[n])
+        medians = time_interleaved({n: make(n) for n in models}, warmup=warmup, repeats=repeats, device=device)
+        for n, seconds in medians.items():
+            results[n][kind] = seconds
     return results
 
 
@@ -101,17 +80,6 @@ def output_gap(models: dict[str, nn.Module], device: torch.device) -> float:
     with torch.inference_mode():
         outs = [m.eval()(x).float() for m in models.values()]
     return max(float((o - outs[0]).abs().max()) for o in outs[1:])
-
-
-def format_results(results: dict[str, dict[str, float]], batch: int) -> str:
-    kinds = ["forward", "train step"]
-    header = f"{'model':<12}" + "".join(f"{k + ' ms':>16}{'vs tv':>8}" for k in kinds)
-    lines = [header, "-" * len(header)]
-    for name, row in results.items():
-        cells = "".join(f"{row[k] * 1e3:>16.1f}{results['torchvision'][k] / row[k]:>7.2f}x" for k in kinds)
-        lines.append(f"{name:<12}{cells}")
-    lines.append(f"(median per call of batch {batch}; 'vs tv' = torchvision time / model time, > 1.00x is faster)")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,9 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = "channels_last" if args.channels_last else "contiguous"
     print(f"resnet50, {device}, batch {args.batch}x3x{args.size}x{args.size}, {layout}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {args.warmup} warmup + {args.repeats} interleaved repeats")
-    print(format_results(results, args.batch))
+    print(ratio_table(results, ["forward", "train step"], batch=args.batch))
     print(f"max abs output difference between the three (same weights): {gap:.2e}")
-    print(f"load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    print(load_line(load_before, load_after))
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from resbone.layers.conv import check_dcn
 from resbone.models.mobilenetv2 import MobileNetV2
 from resbone.models.resnet import ResNet
 
@@ -110,6 +111,8 @@ def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> n
     options = dict(defaults, **kwargs)
     options.update(fixed)
     _check_conv_cfg(options.pop("conv_cfg"))
+    if options.get("dcn") is not None:
+        check_dcn(options["dcn"])  # even where stage_with_dcn leaves it unused: a typo should not pass
     checkpoint = _pretrained_path(options.pop("pretrained"), options.pop("init_cfg"))
     if kind == "MobileNetV2":
         model = _mmdet_mobilenet(options)

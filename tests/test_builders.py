@@ -108,7 +108,8 @@ def test_resnext_v1c_v1d_and_mobilenet_types_mean_what_mmdet_means():
 
 
 def test_stage_with_dcn_puts_dcn_exactly_where_asked_and_starts_as_the_plain_network(rng):
-    cfg = dict(type="ResNet", depth=50, dcn=dict(type="DCNv2", deform_groups=2), stage_with_dcn=(False, True, False, True),
+    cfg = dict(type="ResNet", depth=50, dcn=dict(type="DCNv2", deform_groups=2),
+               stage_with_dcn=(False, True, False, True),
                zero_init_residual=False)
     model = build_backbone(cfg).eval()
     for stage, layer in enumerate((model.layer1, model.layer2, model.layer3, model.layer4)):

@@ -50,6 +50,7 @@ def test_list_with_pattern_and_markdown(capsys):
     (["summary", "resnet50", "--set", "depht=50"], ["'depht'", "depth"]),
     (["summary", "resnet50", "--set", "depth"], ["'depth'", "KEY=VALUE"]),
     (["summary", "resnet50", "--set", "depth=[1"], ["'[1'", "YAML"]),
+    (["summary", "resnet50", "--set", "depth=101"], ["'depth'", "resbone list"]),
     (["summary", "resnet50", "--set", "style=diagonal"], ["'diagonal'", "pytorch"]),
     (["summary", "resnet50", "--input-size", "0", "224"], ["(0, 224)"]),
     (["list", "nothing*"], ["'nothing*'"]),

@@ -6,7 +6,8 @@ Stages are found from the module tree and the order of execution, so no model cl
   before the first layer: conv1/bn1/relu/maxpool or the deep stem), each layer, `head` (what runs after:
   avgpool/fc), as in Table 1 of He et al. 2016.
 - A `features` sequence (MobileNetV2): consecutive blocks with the same output channels form one
-  stage, which reproduces the rows (c, n, s) of Table 2 of Sandler et al. 2018.
+  stage, which reproduces the rows (c, n, s) of Table 2 of Sandler et al. 2018; timm's `blocks` /
+  `stages` sequences give one row per stage, with `stem` and `head` around them.
 - Anything else: one row per top-level child.
 MACs and receptive fields come from `resbone.analysis.trace`; tests/analysis/test_summary.py checks
 the totals against torchvision's published figures and the fields against input gradients.
@@ -172,7 +173,7 @@ def format_table(summary: ModelSummary) -> str:
     return "\n".join(lines)
 
 
-def model_table_markdown(names: Iterable[str] | None = None, input_size: Sequence[int] = (224, 224)) -> str:
+def model_table_markdown(names: Iterable[str] | None = None, *, input_size: Sequence[int] = (224, 224)) -> str:
     """A markdown table of registered models (default: all) with params and GMACs at `input_size`."""
     from resbone.models.registry import list_models
 
@@ -197,9 +198,15 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         with torch.device("meta"):
             return create_model(name, **kwargs)
     except TypeError as error:
+        named = [k for k in kwargs if f"'{k}'" in str(error)]
+        if named and "multiple values" in str(error):
+            raise TypeError(f"{name} fixes {named[0]!r} itself, so it cannot be overridden; pick the registered "
+                            f"model that has the value you want (`resbone list`)") from error
         allowed = _model_arguments(name)
-        bad = [k for k in kwargs if allowed and k not in allowed]
-        if bad:
+        # Prefer the key Python named ("unexpected keyword argument 'depht'"): a factory may accept
+        # torchvision's spellings that the model class's signature does not list.
+        bad = named or [k for k in kwargs if allowed and k not in allowed]
+        if bad and allowed:
             raise TypeError(f"{name} has no argument {bad[0]!r}; {_close(bad[0], allowed)}") from error
         raise
     except (NotImplementedError, RuntimeError):
@@ -229,20 +236,32 @@ class _Group:
 _LAYER = re.compile(r"^layer(\d+)$")
 
 
+_SEQUENCES = ("features", "blocks", "stages")  # torchvision MobileNetV2 / timm's names for the stage list
+
+
 def _stage_groups(model: nn.Module) -> list[_Group]:
-    """The candidate rows, one per top module; which of them form the stem and the head (or a
-    MobileNetV2 stage) is settled after the forward pass, from the execution order."""
+    """The candidate rows, one per top module (and one per element of a `features`/`blocks`/`stages`
+    sequence); which of them form the stem and the head, and which blocks form one MobileNetV2 stage,
+    is settled after the forward pass from the execution order and the output channels."""
     children = dict(model.named_children())
     groups = []
-    features = children.get("features")
-    if isinstance(features, nn.Sequential) and not any(_LAYER.match(n) for n in children):
-        for name, module in features.named_children():
-            groups.append(_Group(f"features.{name}", [module]))
-        children.pop("features")
+    if not any(_LAYER.match(n) for n in children):
+        for sequence in _SEQUENCES:
+            if isinstance(children.get(sequence), nn.Sequential):
+                for name, module in children.pop(sequence).named_children():
+                    groups.append(_Group(f"{sequence}.{name}", [module], _block_count(module)))
+                break
     for name, module in children.items():
-        blocks = len(module) if _LAYER.match(name) and isinstance(module, (nn.Sequential, nn.ModuleList)) else None
-        groups.append(_Group(name, [module], blocks))
+        groups.append(_Group(name, [module], _block_count(module) if _LAYER.match(name) else None))
     return groups
+
+
+def _block_count(module: nn.Module) -> int:
+    """Blocks in a stage: the elements of a plain sequence of blocks (not of a conv-norm-act triple)."""
+    if isinstance(module, (nn.Sequential, nn.ModuleList)) and all(next(m.children(), None) for m in module):
+        return len(module)
+    blocks = getattr(module, "blocks", None)  # a timm stage: downsample + blocks
+    return len(blocks) if isinstance(blocks, (nn.Sequential, nn.ModuleList)) else 1
 
 
 def _finish_groups(groups: list[_Group], order: list[nn.Module], outputs: dict[nn.Module, Any],
@@ -255,15 +274,15 @@ def _finish_groups(groups: list[_Group], order: list[nn.Module], outputs: dict[n
     if layered:
         start, end = ran.index(layered[0]), ran.index(layered[-1])
         merged = [_merge("stem", ran[:start])] + ran[start:end + 1] + [_merge("head", ran[end + 1:])]
-    elif any(g.name.startswith("features.") for g in ran):
-        merged = _merge_features(ran, outputs)
+    elif any(g.name.startswith(_SEQUENCES) for g in ran):
+        merged = _merge_sequence(ran, outputs)
     else:
         merged = ran
     stages = []
     for g in merged:
         if g is None:
             continue
-        out = _first_tensor(outputs[g.last])
+        out = _main_tensor(outputs[g.last])
         found = tracer.field(out) if out is not None else None
         shape = tuple(out.shape[1:]) if out is not None else ()
         is_map = out is not None and out.dim() == 4
@@ -287,28 +306,30 @@ def _merge(name: str, parts: list[_Group]) -> _Group | None:
     return _Group(name, [m for g in parts for m in g.modules], None, sum(g.macs for g in parts), parts[-1].last)
 
 
-def _merge_features(ran: list[_Group], outputs: dict[nn.Module, Any]) -> list[_Group]:
-    """Consecutive `features.N` with equal output channels become one stage `features.N-M`; the top
-    modules run after them (pooling, classifier) become `head`."""
+def _merge_sequence(ran: list[_Group], outputs: dict[nn.Module, Any]) -> list[_Group]:
+    """Rows for a model built around one sequence: what runs before it is the `stem`, after it the
+    `head`; consecutive single blocks with equal output channels (MobileNetV2's `features`) become one
+    stage `features.N-M`, while elements that are stages themselves (timm's `stages`) stay rows."""
     def channels(g: _Group) -> int | None:
-        out = _first_tensor(outputs[g.last])
+        out = _main_tensor(outputs[g.last])
         return int(out.shape[1]) if out is not None and out.dim() > 1 else None
 
-    features = [g for g in ran if g.name.startswith("features.")]
+    features = [g for g in ran if g.name.startswith(_SEQUENCES)]
     first_feature, last_feature = ran.index(features[0]), ran.index(features[-1])
     runs: list[list[_Group]] = []
     for g in features:
-        if runs and channels(runs[-1][-1]) == channels(g):
+        if runs and g.blocks == 1 and runs[-1][-1].blocks == 1 and channels(runs[-1][-1]) == channels(g):
             runs[-1].append(g)
         else:
             runs.append([g])
-    stages = []
+    stem = _merge("stem", ran[:first_feature])
+    stages = [] if stem is None else [stem]
     for run in runs:
         name = run[0].name if len(run) == 1 else f"{run[0].name}-{run[-1].name.split('.')[-1]}"
-        stages.append(_Group(name, [m for g in run for m in g.modules], len(run), sum(g.macs for g in run),
-                             run[-1].last))
+        stages.append(_Group(name, [m for g in run for m in g.modules], sum(g.blocks or 1 for g in run),
+                             sum(g.macs for g in run), run[-1].last))
     head = _merge("head", ran[last_feature + 1:])
-    return ran[:first_feature] + stages + ([head] if head is not None else [])
+    return stages + ([head] if head is not None else [])
 
 
 def _run(model: nn.Module, x: torch.Tensor, tracer: Tracer) -> Any:
@@ -320,20 +341,20 @@ def _run(model: nn.Module, x: torch.Tensor, tracer: Tracer) -> Any:
 
 def _keep_output(store: dict, name: str):
     def hook(_module: nn.Module, _args: Any, output: Any) -> None:
-        store[name] = _first_tensor(output)
+        store[name] = _main_tensor(output)
     return hook
 
 
-def _first_tensor(value: Any) -> torch.Tensor | None:
+def _main_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (list, tuple)):
         for v in reversed(value):  # a backbone returns (C2, ..., C5): the stage's output is the last
-            t = _first_tensor(v)
+            t = _main_tensor(v)
             if t is not None:
                 return t
     if isinstance(value, dict):
-        return _first_tensor(list(value.values()))
+        return _main_tensor(list(value.values()))
     return None
 
 

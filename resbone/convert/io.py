@@ -15,7 +15,6 @@ import io
 import os
 import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -45,16 +44,20 @@ _SAFE_GLOBALS = {
 _SAFE_DTYPE_PREFIXES = ("numpy.dtypes.",)  # numpy 2 pickles dtypes as numpy.dtypes.Float32DType
 
 
+class _Refused(pickle.UnpicklingError):
+    """The file asks for something that could run code."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """pickle.Unpickler that resolves only the globals numpy arrays need."""
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _SAFE_GLOBALS or (module + ".").startswith(_SAFE_DTYPE_PREFIXES):
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"it asks to import {module}.{name}")
+        raise _Refused(f"it asks to import {module}.{name}")
 
     def persistent_load(self, pid: Any) -> Any:
-        raise pickle.UnpicklingError("it holds persistent references (a torch.save file?)")
+        raise _Refused("it holds persistent references (a torch.save file?)")
 
 
 def _check_path(path: str | os.PathLike) -> Path:
@@ -70,18 +73,16 @@ def _check_path(path: str | os.PathLike) -> Path:
 
 
 def _sniff(p: Path) -> str:
+    """The file's format from its first bytes (the suffix only separates Caffe2 pickles from torch's)."""
     with open(p, "rb") as f:
         head = f.read(16)
     if head.startswith(b"PK\x03\x04"):
         return "torch"  # torch.save's zip format
-    if len(head) >= 9 and head[8:9] == b"{" and p.suffix == ".safetensors":
-        return "safetensors"
-    if p.suffix == ".safetensors":
-        return "safetensors"
-    if p.suffix in (".pkl", ".pickle"):
-        return "pickle"
-    if head[:1] == b"\x80":
-        return "torch"  # a legacy (non-zip) torch.save file is a pickle stream
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 100_000_000:
+        return "safetensors"  # 8-byte little-endian header length, then the JSON header
+    if head[:1] == b"\x80" or p.suffix in (".pkl", ".pickle"):
+        # a pickle stream: a Caffe2 / detectron2 pickle, or a legacy (non-zip) torch.save file
+        return "pickle" if p.suffix in (".pkl", ".pickle") else "torch"
     raise ValueError(f"{str(p)!r} is not a checkpoint: it is neither a torch.save zip, a pickle nor "
                      f"safetensors (first bytes {head[:8]!r}); expected one of {', '.join(FORMATS)}")
 
@@ -103,10 +104,12 @@ def load_state_dict_file(path: str | os.PathLike) -> StateDict:
         else:
             obj = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        if not (isinstance(error, _Refused) or "Weights only load failed" in str(error)):
+            raise ValueError(f"cannot read checkpoint {str(p)!r} ({kind} format): it is truncated or not a "
+                             f"checkpoint ({_why(error)})") from None
         raise ValueError(f"refused to load {str(p)!r}: {_why(error)}. resbone reads only tensors, numpy arrays and "
                          "plain containers, so that opening a checkpoint cannot run code") from None
-    except (EOFError, zipfile.BadZipFile, OSError, RuntimeError, UnicodeDecodeError, ValueError,
-            IndexError, KeyError, TypeError) as error:
+    except Exception as error:  # torch, zipfile, safetensors and pickle each raise their own kinds
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(f"cannot read checkpoint {str(p)!r} ({kind} format): it is truncated or not a "
                          f"checkpoint ({reason})") from None
@@ -139,10 +142,11 @@ def unwrap_state_dict(obj: Any) -> StateDict:
     for key, value in obj.items():
         if not isinstance(key, str):
             continue
-        if isinstance(value, np.ndarray):
+        if isinstance(value, (np.ndarray, np.generic)):
             if value.dtype == object:
                 raise ValueError(f"entry {key!r} is a numpy array of Python objects, not numbers")
-            value = torch.from_numpy(np.ascontiguousarray(value))
+            value = np.array(value, copy=True, order="C")  # owns writable memory; keeps 0-d shapes
+            value = torch.from_numpy(value)
         if isinstance(value, torch.Tensor):
             out[key] = value
     if not out:

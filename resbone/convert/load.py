@@ -172,9 +172,10 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping[st
                 value = _adapt_input_conv(value, target.shape[1])
                 report.adapted.append(f"{key} ({value.shape[1]} input channels)")
             elif classifier:
-                warnings.warn(f"dropped the checkpoint's classifier {key} {list(value.shape)}: the model's is "
-                              f"{list(target.shape)} (another number of classes); it keeps its initial weights",
-                              stacklevel=2)
+                if key.endswith("weight"):
+                    warnings.warn(f"dropped the checkpoint's classifier {key} {list(value.shape)}: the model's is "
+                                  f"{list(target.shape)} (another number of classes); it keeps its initial "
+                                  "weights", stacklevel=2)
                 report.dropped.append(key)
                 report.initialized.append(key)
                 continue

@@ -1,0 +1,2 @@
+"""The FCOS detector on resbone backbones: `build_detector(cfg)` -> `FCOS`."""
+from resbone.detection.detector import FCOS, build_detector

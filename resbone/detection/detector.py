@@ -101,7 +101,8 @@ class FCOS(nn.Module):
         self._check_inputs(images, targets)
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         batch, image_sizes, targets = self.transform(images, targets if self.training else None)
-        logits, regression, centerness = self.forward_head(batch)
+        # Losses and decoding in float32 also under autocast (exp / IoU / box coordinates overflow fp16).
+        logits, regression, centerness = ([o.float() for o in outputs] for outputs in self.forward_head(batch))
         locations = self.locations(logits)
         if self.training:
             return self.losses(logits, regression, centerness, locations, targets)
@@ -170,8 +171,8 @@ def build_fallback_backbone(cfg) -> nn.Module:
     body = cfg.MODEL.BACKBONE.CONV_BODY
     match = re.fullmatch(r"R-(\d+)-FPN(-RETINANET)?", body)
     if not match:
-        raise KeyError(f"MODEL.BACKBONE.CONV_BODY {body!r} is not supported without resbone.builders; "
-                       "use 'R-<depth>-FPN-RETINANET' (depth 18, 34, 50, 101, 152)")
+        raise KeyError(f"MODEL.BACKBONE.CONV_BODY {body!r} is not supported; use one of FCOS's bodies "
+                       "(resbone.builders.FCOS_CONV_BODIES) or 'R-<depth>-FPN-RETINANET' (depth 18, 34, 50, 101, 152)")
     resnets = cfg.MODEL.RESNETS
     return ResNet(int(match.group(1)), num_classes=None, out_indices=(1, 2, 3),
                   style="caffe" if resnets.STRIDE_IN_1X1 else "pytorch", norm_cfg=dict(type="FrozenBN"),
@@ -181,10 +182,13 @@ def build_fallback_backbone(cfg) -> nn.Module:
 
 def _build_backbone(cfg) -> nn.Module:
     try:
-        from resbone.builders import build_fcos_backbone
+        from resbone.builders import FCOS_CONV_BODIES, build_fcos_backbone
     except ImportError:
         return build_fallback_backbone(cfg)
-    return build_fcos_backbone(cfg)
+    if cfg.MODEL.BACKBONE.CONV_BODY in FCOS_CONV_BODIES:
+        return build_fcos_backbone(cfg)
+    # FCOS has no bodies; resbone builds them (and any depth) here.
+    return build_fallback_backbone(cfg)
 
 
 def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:

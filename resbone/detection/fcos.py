@@ -228,14 +228,16 @@ def fcos_losses(cls_logits: torch.Tensor, regression: torch.Tensor, centerness: 
     pos_index = positive.nonzero().squeeze(1)
     cls_targets[pos_index, labels[pos_index] - 1] = 1.0
     loss_cls = sigmoid_focal_loss(cls_logits, cls_targets, alpha=alpha, gamma=gamma, reduction="sum") / num_pos
+    pos_targets = reg_targets[pos_index]
+    ctr_targets = centerness_targets(pos_targets)
+    # Every process takes part in this reduction, positives or not (else the collectives deadlock).
+    ctr_sum = _mean_over_processes(float(ctr_targets.sum().item())) if reg_weighting == "centerness" else 0.0
     if pos_index.numel() == 0:
         # Keep the graph connected (DDP needs every parameter used) with zero losses.
         return {"loss_cls": loss_cls, "loss_reg": regression.sum() * 0.0, "loss_centerness": centerness.sum() * 0.0}
-    pos_targets = reg_targets[pos_index]
-    ctr_targets = centerness_targets(pos_targets)
     losses = iou_loss(regression[pos_index], pos_targets, iou_loss_type)
     if reg_weighting == "centerness":
-        loss_reg = (losses * ctr_targets).sum() / _mean_over_processes(float(ctr_targets.sum().item()))
+        loss_reg = (losses * ctr_targets).sum() / ctr_sum
     else:
         loss_reg = losses.sum() / num_pos
     loss_ctr = F.binary_cross_entropy_with_logits(centerness[pos_index], ctr_targets, reduction="sum") / num_pos

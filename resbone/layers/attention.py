@@ -230,7 +230,10 @@ class GeneralizedAttention(nn.Module):
 
     attention_type is four 0/1 flags: query-key content, query-relative position, key content only,
     relative position only. The output is x + gamma * proj(attention @ value) with gamma starting at 0.
-    Only spatial_range=-1 (no local constraint) is supported; it is what mmdet's configs use.
+    Only spatial_range=-1 (no local constraint) is supported; it is what mmdet's configs use. Every flag
+    combination is the plain sum of the paper's terms: equal to mmcv 2.2 for '1111', '1000', '0010', '0001',
+    '0011', '1010', '0101' (the released configs use '1111' and '0010'); mmcv's own branch for query-position
+    without the geometry bias ('0100', '1100', '0110') transposes the query and fails on non-square maps.
     """
 
     def __init__(self, in_channels: int, *, spatial_range: int = -1, num_heads: int = 9,

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torchvision.ops import deform_conv2d
 
-__all__ = ["Conv2d", "DeformConv2dPack", "ModulatedDeformConv2dPack", "build_conv2d", "DCN_TYPES"]
+__all__ = ["Conv2d", "DeformConv2dPack", "ModulatedDeformConv2dPack", "build_conv2d", "check_dcn", "DCN_TYPES"]
 
 # torch's nn.Conv2d already handles N=0 inputs (the reason maskrcnn-benchmark wrapped it).
 Conv2d = nn.Conv2d
@@ -110,7 +110,8 @@ class ModulatedDeformConv2dPack(_DeformConvBase):
         return torch.cat((o1, o2), dim=1), torch.sigmoid(mask)
 
 
-def _check_dcn(dcn: Mapping[str, Any]) -> tuple[str, int, bool]:
+def check_dcn(dcn: Mapping[str, Any]) -> tuple[str, int, bool]:
+    """Validate an mmdet dcn dict once at a public boundary; returns (type, deform_groups, fallback_on_stride)."""
     if not isinstance(dcn, Mapping):
         raise TypeError(f"dcn must be None or a dict like dict(type='DCN', deform_groups=1), got {dcn!r}")
     unknown = sorted(set(dcn) - set(_DCN_KEYS))
@@ -137,7 +138,7 @@ def build_conv2d(dcn: Mapping[str, Any] | None, in_channels: int, out_channels: 
     if dcn is None:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)
-    kind, deform_groups, fallback_on_stride = _check_dcn(dcn)
+    kind, deform_groups, fallback_on_stride = check_dcn(dcn)
     if kind in _PLAIN_TYPES or (fallback_on_stride and max(_pair(stride)) > 1):
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
                          dilation=dilation, groups=groups, bias=bias)

@@ -102,6 +102,37 @@ def test_generic_model_one_row_per_child_with_hand_computed_fields():
     assert [s.macs for s in stages] == [8 * 31 * 31 * 27, 8 * 15 * 15 * 72, 0, 4 * 3 * 3 * 72]
 
 
+def test_timm_models_get_the_same_rows():
+    """The stage logic reads structure, not classes: timm's resnet50 gives resbone's rows, and timm's
+    mobilenetv2_100 (a `blocks` sequence of stages) torchvision's totals and stage fields."""
+    import timm
+
+    with torch.device("meta"):
+        timm_resnet, timm_mobilenet = timm.create_model("resnet50"), timm.create_model("mobilenetv2_100")
+    assert summarize(timm_resnet).stages == summarize("resnet50").stages
+    stages = summarize(timm_mobilenet).stages
+    assert [s.name for s in stages] == ["stem"] + [f"blocks.{i}" for i in range(7)] + ["head"]
+    assert [s.blocks for s in stages[1:-1]] == [1, 2, 3, 4, 3, 3, 1]
+    assert [s.receptive_field for s in stages[1:-1]] == [
+        s.receptive_field for s in summarize("mobilenet_v2").stages[1:-2]]
+    assert count_macs(timm_mobilenet) == count_macs(build_model("mobilenet_v2"))
+
+
+def test_functional_ops_outside_children_are_a_row_of_their_own():
+    class Functional(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+            self.weight = nn.Parameter(torch.ones(2, 4, 3, 3))
+
+        def forward(self, x):
+            return torch.nn.functional.conv2d(self.conv(x), self.weight)
+
+    summary = summarize(Functional(), (8, 8))
+    assert [(s.name, s.macs) for s in summary.stages] == [("conv", 4 * 3 * 64), ("(functional)", 2 * 36 * 36)]
+    assert summary.macs == 4 * 3 * 64 + 2 * 36 * 36
+
+
 # ---- receptive field against gradients ---------------------------------------------------------------
 def _positive_double(model: nn.Module) -> nn.Module:
     """All-positive weights (no cancellation), BN the identity, max pooling replaced by average pooling
@@ -145,16 +176,22 @@ def _gradient_span(model: nn.Module, size: int, modules: list[str]) -> dict[str,
     ("resnet18d", dict(base_channels=4, num_classes=None), 448, ["maxpool", "layer2", "layer4"]),
     ("resnet50", dict(base_channels=4, num_classes=None, strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)), 512,
      ["layer3", "layer4"]),
+    ("resnet50", dict(base_channels=4, num_classes=None, style="caffe"), 512, ["layer4"]),
     ("mobilenet_v2", dict(width_mult=0.25), 512, ["features.3", "features.13", "features.18"]),
 ])
 def test_receptive_field_equals_gradient_span(name, kwargs, size, modules):
+    """The analytic field at a stage's output is exactly the side of the square of input pixels with a
+    nonzero gradient for its central pixel (thin widths: the field does not depend on channels).
+    By hand for resnet50 layer4: 11 (stem) + 3*8 + (8 + 3*16) + (16 + 5*32) + (32 + 2*64) = 427."""
     model = create_model(name, **kwargs)
     analytic = receptive_field(model, (size, size), modules=modules)
     spans = _gradient_span(_positive_double(model), size, modules)
     assert {m: tuple(int(v) for v in analytic[m]) for m in modules} == spans
     assert all(s < size for span in spans.values() for s in span), "the field must fit inside the input"
-    if name == "resnet50" and "layer4" in modules and not kwargs.get("dilations"):
+    if name == "resnet50" and list(kwargs) == ["base_channels", "num_classes"]:
         assert analytic["layer4"] == (427, 427)
+    if kwargs.get("style") == "caffe":  # stride in the 1x1: each stage's first 3x3 already sees the coarse grid
+        assert analytic["layer4"] == (483, 483)
 
 
 @pytest.mark.parametrize("name", ["seresnet50", "resnet50_ibn_a"])

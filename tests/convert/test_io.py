@@ -154,3 +154,41 @@ def test_bad_output_paths(tmp_path):
         save_state_dict_file({}, tmp_path / "w.h5")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_state_dict_file({}, tmp_path / "no" / "w.pth")
+
+
+def test_format_is_read_from_the_content_not_the_suffix(tmp_path):
+    sd = random_state_dict("plain18")
+    save_state_dict_file(sd, tmp_path / "w.safetensors").rename(tmp_path / "w.pth")
+    assert_identical(load_state_dict_file(tmp_path / "w.pth"), sd)
+    torch.save(sd, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert_identical(load_state_dict_file(tmp_path / "legacy.pt"), sd)
+
+
+_WRITER = """
+import sys, torch
+from resbone.convert import save_state_dict_file
+sd = {f"w{i}": torch.full((256, 1024), float(i)) for i in range(16)}  # 16 MiB
+print("ready", flush=True)
+while True:
+    save_state_dict_file(sd, sys.argv[1])
+"""
+
+
+@pytest.mark.slow
+def test_killed_writer_never_leaves_a_partial_out(tmp_path):
+    """A process killed (SIGKILL) while it rewrites OUT in a loop leaves OUT either as it was or complete."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out.pth"
+    out.write_bytes(b"old weights")
+    child = subprocess.Popen([sys.executable, "-c", _WRITER, str(out)], stdout=subprocess.PIPE,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).parents[2])
+    assert child.stdout.readline().strip() == b"ready"
+    time.sleep(0.2)  # some writes done, one in flight
+    child.kill()
+    child.wait()
+    if out.read_bytes() != b"old weights":
+        loaded = load_state_dict_file(out)
+        assert len(loaded) == 16 and all(torch.all(loaded[f"w{i}"] == i) for i in range(16))

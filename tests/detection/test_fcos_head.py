@@ -129,8 +129,9 @@ def _reference_postprocess(logits, regression, centerness, locations, image_size
                 scores.append(score)
                 labels.append(k + 1)
         boxes, scores, labels = torch.tensor(boxes).reshape(-1, 4), torch.tensor(scores), torch.tensor(labels)
-        keep = torch.cat([torch.nonzero(labels == k).squeeze(1)[nms(boxes[labels == k], scores[labels == k], nms_thresh)]
-                          for k in labels.unique()] or [torch.zeros(0, dtype=torch.long)])
+        keep = [torch.nonzero(labels == k).squeeze(1)[nms(boxes[labels == k], scores[labels == k], nms_thresh)]
+                for k in labels.unique()]
+        keep = torch.cat(keep or [torch.zeros(0, dtype=torch.long)])
         keep = keep[scores[keep].argsort(descending=True)][:detections_per_img]
         results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
     return results

@@ -29,7 +29,8 @@ RANGES = [[-1, 16], [16, INF]]
 EXPECTED = {
     (4, 4): (1, [4, 4, 16, 16]), (12, 4): (1, [12, 4, 8, 16]), (4, 12): (1, [4, 12, 16, 8]),
     (12, 12): (1, [12, 12, 8, 8]), (20, 20): (2, [14, 14, 10, 10]),
-    (8, 8): (2, [2, 2, 22, 22]), (24, 8): (2, [18, 2, 6, 22]), (8, 24): (2, [2, 18, 22, 6]), (24, 24): (2, [18, 18, 6, 6]),
+    (8, 8): (2, [2, 2, 22, 22]), (24, 8): (2, [18, 2, 6, 22]), (8, 24): (2, [2, 18, 22, 6]),
+    (24, 24): (2, [18, 18, 6, 6]),
 }
 
 
@@ -130,7 +131,7 @@ def test_losses_without_positives_are_zero_but_connected():
     regression.requires_grad_()
     got = fcos_losses(cls_logits, regression, centerness, torch.zeros_like(labels), reg_targets)
     torch.testing.assert_close(got["loss_cls"], torch.tensor(40 * 0.75 * 0.25 * math.log(2)))  # / max(0, 1)
-    assert float(got["loss_reg"]) == 0.0 and float(got["loss_centerness"]) == 0.0
+    assert float(got["loss_reg"].detach()) == 0.0 and float(got["loss_centerness"]) == 0.0
     got["loss_reg"].backward()
     assert regression.grad is not None
 

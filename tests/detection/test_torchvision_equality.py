@@ -114,13 +114,15 @@ def test_same_detections(models):
         torch.testing.assert_close(o["labels"], e["labels"] + 1)  # resbone labels count from 1
 
 
+@pytest.mark.slow  # forward + backward of two R-50 detectors
 def test_same_losses_and_gradients(models):
     tv, ours = models
     images = _images()
     # Boxes in input pixels; resized (x2.56, x1.6) they reach levels P3-P5. Labels are tv channels.
     targets = [dict(boxes=torch.tensor([[4.3, 6.1, 40.7, 30.2], [20.2, 2.5, 97.1, 49.3], [1.5, 1.2, 98.6, 48.9]]),
                     labels=torch.tensor([1, 4, 0])),
-               dict(boxes=torch.tensor([[10.4, 20.3, 30.2, 35.7], [5.5, 3.3, 78.1, 77.2]]), labels=torch.tensor([2, 3]))]
+               dict(boxes=torch.tensor([[10.4, 20.3, 30.2, 35.7], [5.5, 3.3, 78.1, 77.2]]),
+                    labels=torch.tensor([2, 3]))]
     tv.train()
     for m in tv.modules():  # resbone's backbone is FrozenBN: compare against BN in eval mode
         if isinstance(m, nn.BatchNorm2d):

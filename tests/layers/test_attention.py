@@ -168,7 +168,8 @@ def test_two_plugins_at_one_position_both_act_in_order(rng):
 
 
 def test_positions_and_stage_masks_land_where_asked_with_the_block_channels():
-    plugins = [dict(cfg=dict(type="ContextBlock", ratio=1 / 16), position="after_conv3", stages=(False, True, True, True)),
+    plugins = [dict(cfg=dict(type="ContextBlock", ratio=1 / 16), position="after_conv3",
+                    stages=(False, True, True, True)),
                dict(cfg=dict(type="GeneralizedAttention", num_heads=8, attention_type="0010"), position="after_conv2",
                     stages=(False, False, True, True)),
                dict(cfg=dict(type="SE"), position="after_conv1", stages=(True, False, False, False))]

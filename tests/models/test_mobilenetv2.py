@@ -94,6 +94,17 @@ def test_frozen_stages_and_norm_eval_survive_train():
     assert norm_eval.features[5].training  # only the norms are in eval
 
 
+def test_gradient_checkpointing_gives_the_same_gradients(rng):
+    plain = MobileNetV2(num_classes=None, width_mult=0.5, out_indices=(2, 4))
+    checkpointed = MobileNetV2(num_classes=None, width_mult=0.5, out_indices=(2, 4), with_cp=True)
+    checkpointed.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=rng, requires_grad=True)
+    for model in (plain, checkpointed):
+        sum(o.square().sum() for o in model(x)).backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 @pytest.mark.parametrize("kwargs,error,words", [
     (dict(num_classes=None, out_indices=(8,)), ValueError, ["(8,)", "0..7"]),
     (dict(num_classes=None, out_indices=(4, 2)), ValueError, ["(4, 2)", "increasing"]),

@@ -1,0 +1,65 @@
+"""`resbone convert IN OUT --to DIALECT [--from DIALECT] [--arch NAME]`: a thin layer over
+resbone.convert that writes the converted file atomically and never over IN."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from resbone.cli import main
+from resbone.convert import convert_state_dict, load_state_dict_file, save_state_dict_file
+from tests.convert.models import assert_identical, random_state_dict
+
+
+def _native18() -> dict:
+    from resbone import create_model
+
+    sd = create_model("resnet18", stage_blocks=(1, 1, 1, 1)).state_dict()
+    g = torch.Generator().manual_seed(0)
+    return {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def test_convert_chain_through_files_is_bit_exact(tmp_path, capsys):
+    """torchvision .pth -> detectron2 .pkl -> mmpretrain .safetensors -> torchvision .pth, detected
+    automatically at each step; --arch refuses weights that do not fit the named model (and writes nothing)."""
+    native = _native18()
+    src = save_state_dict_file(native, tmp_path / "tv.pth")
+    assert main(["convert", str(src), str(tmp_path / "d2.pkl"), "--to", "detectron2"]) == 0
+    assert "(torchvision, " in capsys.readouterr().out
+    assert "res2.0.conv1.norm.weight" in load_state_dict_file(tmp_path / "d2.pkl")
+    assert main(["convert", str(tmp_path / "d2.pkl"), str(tmp_path / "mm.safetensors"), "--to", "mmpretrain",
+                 "--from", "d2", "--arch", "resnet18"]) == 2  # stage_blocks differ: the strict check refuses
+    assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "mm.safetensors").exists()
+    assert main(["convert", str(tmp_path / "d2.pkl"), str(tmp_path / "mm.safetensors"), "--to", "mmpretrain"]) == 0
+    assert main(["convert", str(tmp_path / "mm.safetensors"), str(tmp_path / "back.pth"), "--to", "torchvision"]) == 0
+    assert_identical(load_state_dict_file(tmp_path / "back.pth"), native)
+
+
+def test_arch_check_accepts_a_complete_checkpoint(tmp_path, capsys):
+    """timm names -> Caffe2 blobs (BN folded), after a strict load into the registered resnet18."""
+    from resbone import create_model
+
+    native = create_model("resnet18").state_dict()
+    src = save_state_dict_file(convert_state_dict(native, "resbone", "timm"), tmp_path / "timm.pth")
+    assert main(["convert", str(src), str(tmp_path / "c2.pkl"), "--to", "caffe2", "--arch", "resnet18"]) == 0
+    assert "checked against resnet18" in capsys.readouterr().out
+    blobs = load_state_dict_file(tmp_path / "c2.pkl")
+    assert {"conv1_w", "res_conv1_bn_s", "res5_1_branch2b_bn_b", "pred_w"} <= set(blobs)
+
+
+def test_refuses_to_write_over_its_input(tmp_path, capsys):
+    src = save_state_dict_file(random_state_dict("plain18"), tmp_path / "w.pth")
+    before = src.read_bytes()
+    assert main(["convert", str(src), str(src), "--to", "timm"]) == 2
+    assert "refusing to overwrite the input" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--to", "keras"], "unknown dialect 'keras'"),
+    (["--to", "timm", "--prefix", "backbone."], "--prefix applies to --to mmdet only"),
+])
+def test_bad_arguments_are_named(tmp_path, capsys, args, message):
+    src = save_state_dict_file(random_state_dict("plain18"), tmp_path / "w.pth")
+    assert main(["convert", str(src), str(tmp_path / "o.pth"), *args]) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,149 @@
+"""load_checkpoint: detects the dialect from the model's names, names every missing / unexpected /
+mismatched key in one error (loading nothing) or a report, drops a classifier of another size with a
+warning, adapts the first conv to other input channels as timm's adapt_input_conv does, fits detector
+weights to a backbone, and is what create_model(checkpoint=...) calls."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from timm.models import adapt_input_conv
+
+from resbone import create_model
+from resbone.convert import convert_state_dict, load_checkpoint, save_state_dict_file
+from resbone.models.resnet import ResNet
+from tests.convert.models import SMALL, assert_identical, random_state_dict
+
+
+def _small18(**kwargs) -> ResNet:
+    return ResNet(18, stage_blocks=(1, 1, 1, 1), **kwargs)
+
+
+def test_strict_error_names_every_problem_and_loads_nothing():
+    model = _small18(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sd = random_state_dict("plain18")
+    del sd["layer1.0.conv1.weight"]
+    sd["layer9.0.conv1.weight"] = torch.zeros(1)
+    sd["layer2.0.bn1.weight"] = torch.zeros(3)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(model, sd, dialect="resbone")
+    message = str(info.value)
+    assert "layer1.0.conv1.weight" in message and "missing" in message
+    assert "layer9.0.conv1.weight" in message and "unexpected" in message
+    assert "layer2.0.bn1.weight checkpoint [3] vs model [128]" in message
+    assert_identical(model.state_dict(), before)
+
+
+def test_non_strict_returns_the_report_and_loads_the_rest():
+    model = _small18(num_classes=10)
+    sd = random_state_dict("plain18")
+    del sd["layer1.0.conv1.weight"]
+    sd["layer2.0.bn1.weight"] = torch.zeros(3)
+    report = load_checkpoint(model, sd, dialect="resbone", strict=False)
+    assert not report.ok
+    assert report.missing == ["layer1.0.conv1.weight"]
+    assert report.mismatched == [("layer2.0.bn1.weight", (3,), (128,))]
+    assert torch.equal(model.layer4[0].conv2.weight, sd["layer4.0.conv2.weight"])
+
+
+def test_classifier_of_another_size_is_dropped_with_a_warning():
+    sd = random_state_dict("plain18")  # 10 classes
+    model = _small18(num_classes=7)
+    fc_before = model.fc.weight.clone()
+    with pytest.warns(UserWarning, match=r"dropped the checkpoint's classifier fc\.weight \[10, 512\]"):
+        report = load_checkpoint(model, sd)
+    assert report.ok and "fc.weight" in report.dropped
+    assert torch.equal(model.fc.weight, fc_before)
+    assert torch.equal(model.conv1.weight, sd["conv1.weight"])
+
+
+def test_classifier_is_dropped_silently_for_a_backbone():
+    backbone = _small18(num_classes=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = load_checkpoint(backbone, random_state_dict("plain18"))
+    assert report.ok and {"fc.weight", "fc.bias"} <= set(report.dropped)
+
+
+@pytest.mark.parametrize("in_channels", [1, 2, 4, 7])
+def test_first_conv_adapted_like_timm(in_channels):
+    sd = random_state_dict("plain18")
+    model = _small18(num_classes=10, in_channels=in_channels)
+    report = load_checkpoint(model, sd)
+    assert report.adapted and report.adapted[0].startswith("conv1.weight")
+    expected = adapt_input_conv(in_channels, sd["conv1.weight"].clone())
+    assert torch.allclose(model.conv1.weight, expected, rtol=0, atol=1e-6)
+
+
+def test_deep_stem_first_conv_adapted():
+    sd = random_state_dict("deep_stem")
+    model = ResNet(50, deep_stem=True, in_channels=1, **SMALL)
+    load_checkpoint(model, convert_state_dict(sd, "resbone", "timm"))
+    assert torch.allclose(model.stem[0].weight, sd["stem.0.weight"].sum(1, keepdim=True))
+
+
+def test_detector_weights_into_a_backbone():
+    """maskrcnn/FCOS detector checkpoint -> bare backbone: backbone.body.* kept, FPN and head left out."""
+    theirs = convert_state_dict(random_state_dict("fcos_frozen_bn"), "resbone", "maskrcnn")
+    backbone = ResNet(50, norm_cfg="FrozenBN", num_classes=None, **SMALL)
+    report = load_checkpoint(backbone, theirs)
+    assert report.ok and report.dialect == "maskrcnn"
+    assert any(k.startswith("fpn.") for k in report.dropped) and any(k.startswith("head.") for k in report.dropped)
+    assert torch.equal(backbone.conv1.weight, theirs["backbone.body.stem.conv1.weight"])
+
+
+def test_prefix_option_takes_a_sub_dict():
+    theirs = convert_state_dict(random_state_dict("fcos"), "resbone", "mmdet")
+    backbone = ResNet(50, num_classes=None, **SMALL)
+    report = load_checkpoint(backbone, theirs, dialect="mmdet", prefix="backbone.")
+    assert report.ok and torch.equal(backbone.layer1[0].conv1.weight, theirs["backbone.layer1.0.conv1.weight"])
+    with pytest.raises(ValueError, match="no checkpoint key starts with prefix 'bone.'"):
+        load_checkpoint(backbone, theirs, prefix="bone.")
+
+
+def test_what_a_checkpoint_cannot_hold_is_tolerated():
+    """A FrozenBN model reads a BN checkpoint (num_batches_tracked ignored); a DCN model reads a plain
+    checkpoint (offset convs stay zero-initialised, which makes them plain convs)."""
+    frozen = ResNet(50, norm_cfg="FrozenBN", num_classes=10, **SMALL)
+    assert load_checkpoint(frozen, random_state_dict("plain50")).ok
+    dcn = ResNet(50, dcn=dict(type="DCN"), stage_with_dcn=(False, True, True, True), **SMALL)
+    report = load_checkpoint(dcn, random_state_dict("plain50"))
+    assert report.ok and "layer2.0.conv2.conv_offset.weight" in report.initialized
+    bn = ResNet(50, num_classes=10, **SMALL)
+    report = load_checkpoint(bn, random_state_dict("frozen_bn"))
+    assert report.ok and "bn1.num_batches_tracked" in report.initialized
+
+
+def test_no_dialect_fits_gives_a_clear_error():
+    with pytest.raises(ValueError, match=r"no dialect .* turns this checkpoint's names into the model's.*vit\.cls"):
+        load_checkpoint(_small18(), {"vit.cls_token": torch.zeros(1)})
+    with pytest.raises(TypeError, match="must be a file path or a state dict"):
+        load_checkpoint(_small18(), 42)
+    with pytest.raises(ValueError, match="unknown dialect 'pytorch'"):
+        load_checkpoint(_small18(), random_state_dict("plain18"), dialect="pytorch")
+
+
+def test_create_model_with_a_detectron2_pickle(tmp_path):
+    """End to end: detectron2 names in a .pkl of numpy arrays -> create_model(checkpoint=...)."""
+    native = create_model("resnet18", stage_blocks=(1, 1, 1, 1)).state_dict()
+    native = {k: torch.randn(v.shape) if v.is_floating_point() else v for k, v in native.items()}
+    path = save_state_dict_file(convert_state_dict(native, "resbone", "detectron2"), tmp_path / "r18.pkl")
+    model = create_model("resnet18", stage_blocks=(1, 1, 1, 1), checkpoint=path)
+    assert_identical(model.state_dict(), native)
+
+
+def test_detector_checkpoints_into_a_native_detector():
+    """torchvision FCOS names load into the native detector (dialect picked by the model's names);
+    ImageNet backbone weights load into its backbone (prefix added), the FPN and head reported missing."""
+    from tests.convert.models import NativeFCOS
+
+    model = NativeFCOS()
+    native = random_state_dict("fcos", unit_scales=True)
+    report = load_checkpoint(model, convert_state_dict(native, "resbone", "torchvision"))
+    assert report.ok and report.dialect == "torchvision"
+    assert_identical(model.state_dict(), native)
+    report = load_checkpoint(NativeFCOS(), random_state_dict("plain50"), strict=False)
+    assert "backbone.conv1.weight" in report.loaded and "backbone.fc.weight" in report.dropped
+    assert report.missing and all(k.startswith(("fpn.", "head.")) for k in report.missing)
