@@ -7,21 +7,20 @@ Both detectors are torchvision's fcos_resnet50_fpn as it is built for training f
 (FrozenBN, stem + layer1 frozen); resbone's is configured with TORCHVISION_FCOS_OVERRIDES and loaded with
 torchvision's weights through resbone.convert, so both compute the same thing (the script prints how far
 their detections are apart). The classification weights are scaled up so that post-processing has
-boxes to threshold, sort and suppress (up to the 100-detection cap), as with a trained model. Each
-repeat times both models in alternating order; the table shows medians and resbone's speed relative to
-torchvision (> 1.00x = faster). Timings are never asserted.
+boxes to threshold, sort and suppress (up to the 100-detection cap), as with a trained model.
+Timing is bench.timing's: interleaved repeats, medians, and resbone's speed relative to torchvision
+(> 1.00x = faster). Timings are never asserted.
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from bench.backbone import _timer
+from bench.timing import load_line, ratio_table, time_interleaved
 
 NUM_CLASSES = 91  # torchvision's COCO head: 91 logit channels
 
@@ -93,21 +92,13 @@ def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int,
             return loss
         return step
 
-    timer, names = _timer(device), list(models)
-    results: dict[str, dict[str, float]] = {n: {} for n in names}
+    results: dict[str, dict[str, float]] = {n: {} for n in models}
     for kind, make, train in (("inference", inference, False), ("train iter", train_iter, True)):
         for model in models.values():
             model.train(train)
-        steps = {n: make(n) for n in names}
-        for _ in range(warmup):
-            for n in names:
-                steps[n]()
-        times: dict[str, list[float]] = {n: [] for n in names}
-        for r in range(repeats):
-            for n in (names if r % 2 == 0 else names[::-1]):
-                times[n].append(timer(steps[n]))
-        for n in names:
-            results[n][kind] = statistics.median(times[n])
+        medians = time_interleaved({n: make(n) for n in models}, warmup=warmup, repeats=repeats, device=device)
+        for n, seconds in medians.items():
+            results[n][kind] = seconds
     for model in models.values():
         model.eval()
     return results
@@ -126,17 +117,6 @@ def detection_gap(models: dict[str, nn.Module], size: int, device: torch.device)
             f"{float((ours['boxes'] - ref['boxes']).abs().max()):.1e} px, max |score diff| "
             f"{float((ours['scores'] - ref['scores']).abs().max()):.1e}, labels equal: "
             f"{bool((ours['labels'] == ref['labels'] + 1).all())}")
-
-
-def format_results(results: dict[str, dict[str, float]], batch: int) -> str:
-    kinds = ["inference", "train iter"]
-    header = f"{'model':<12}" + "".join(f"{k + ' ms':>16}{'vs tv':>8}" for k in kinds)
-    lines = [header, "-" * len(header)]
-    for name, row in results.items():
-        cells = "".join(f"{row[k] * 1e3:>16.1f}{results['torchvision'][k] / row[k]:>7.2f}x" for k in kinds)
-        lines.append(f"{name:<12}{cells}")
-    lines.append(f"(median per call of batch {batch}; 'vs tv' = torchvision time / model time, > 1.00x is faster)")
-    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,10 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                       device=device)
     load_after = os.getloadavg()
     print(f"FCOS R-50-FPN, {device}, batch {args.batch}x3x{args.size}x{args.size}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.warmup} warmup + {args.repeats} alternating repeats")
-    print(format_results(results, args.batch))
+          f"{torch.get_num_threads()} threads, {args.warmup} warmup + {args.repeats} interleaved repeats")
+    print(ratio_table(results, ["inference", "train iter"], batch=args.batch))
     print(f"same weights, detections: {gap}")
-    print(f"load average (1 min) before / after: {load_before[0]:.2f} / {load_after[0]:.2f} on {os.cpu_count()} CPUs")
+    print(load_line(load_before, load_after))
     return 0
 
 

@@ -147,6 +147,8 @@ FCOS_CONV_BODIES: dict[str, tuple[Any, int, tuple[int, ...]]] = {
     "R-50-C4": (50, 3, (2,)), "R-50-C5": (50, 4, (3,)),
     "R-101-C4": (101, 3, (2,)), "R-101-C5": (101, 4, (3,)),
     "R-50-FPN": (50, 4, (0, 1, 2, 3)), "R-50-FPN-RETINANET": (50, 4, (1, 2, 3)),
+    # resbone's small bodies (not in FCOS): BasicBlock stages, RES2_OUT_CHANNELS 64
+    "R-18-FPN-RETINANET": (18, 4, (1, 2, 3)), "R-34-FPN-RETINANET": (34, 4, (1, 2, 3)),
     "R-101-FPN": (101, 4, (0, 1, 2, 3)), "R-101-FPN-RETINANET": (101, 4, (1, 2, 3)),
     "R-152-FPN": (152, 4, (0, 1, 2, 3)),
     # FCOS's MobileNetV2 returns features 3/6/13/17 (= stages 1, 2, 4, 6); the RETINANET FPN uses the last 3.
@@ -235,9 +237,9 @@ def build_fcos_backbone(cfg: Any) -> nn.Module:
                          f"of {body!r}; allowed 0..{num_stages + 1}")
     resnets = dict(_FCOS_RESNETS_DEFAULTS, **_section(cfg, "MODEL.RESNETS"))
     group_norm = dict(_FCOS_GROUP_NORM_DEFAULTS, **_section(cfg, "MODEL.GROUP_NORM"))
-    if int(resnets["RES2_OUT_CHANNELS"]) != 256:
+    if int(resnets["RES2_OUT_CHANNELS"]) != (64 if depth in (18, 34) else 256):
         raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={resnets['RES2_OUT_CHANNELS']} is not supported; "
-                         f"ResNet-50/101/152 bodies have 256 (64 x expansion 4)")
+                         f"ResNet-50/101/152 bodies have 256 (64 x expansion 4), ResNet-18/34 bodies 64")
     dilation = resnets["RES5_DILATION"]
     if dilation not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {dilation!r}")

@@ -18,7 +18,7 @@ import difflib
 import math
 import re
 from dataclasses import dataclass, field as dataclass_field
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -77,6 +77,8 @@ def receptive_field(model: nn.Module, input_size: Sequence[int] = (224, 224), *,
                     in_channels: int | None = None) -> dict[str, tuple[float, float]]:
     """Analytic receptive field (height, width) in input pixels at the output of each named module
     (default: each stage of `summarize`). `math.inf` means the whole input (global context)."""
+    if isinstance(modules, str):
+        modules = [modules]
     if modules is None:
         summary = summarize(model, input_size, in_channels=in_channels)
         return {s.name: s.receptive_field for s in summary.stages if s.receptive_field is not None}
@@ -107,14 +109,15 @@ def summarize(model: nn.Module | str, input_size: Sequence[int] = (224, 224), *,
     """The architecture table of `model` (an nn.Module, or a registered name built with `model_kwargs`
     on the meta device, so no memory or compute is spent on weights) for one image of `input_size`."""
     if isinstance(model, str):
-        name = model
-        model = build_model(model, **(model_kwargs or {}))
-    elif isinstance(model, nn.Module):
-        name = type(model).__name__
-        if model_kwargs:
-            raise TypeError("model_kwargs only applies when `model` is a registered name, not a module")
-    else:
+        return _by_name(model, model_kwargs or {}, lambda m: _summarize(m, input_size, in_channels, model))
+    if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module or a registered model name, got {type(model).__name__}")
+    if model_kwargs:
+        raise TypeError("model_kwargs only applies when `model` is a registered name, not a module")
+    return _summarize(model, input_size, in_channels, type(model).__name__)
+
+
+def _summarize(model: nn.Module, input_size: Sequence[int], in_channels: int | None, name: str) -> ModelSummary:
     x = _example_input(model, input_size, in_channels)
     groups = _stage_groups(model)
     order: list[nn.Module] = []  # top modules in the order their forward starts
@@ -168,8 +171,9 @@ def format_table(summary: ModelSummary) -> str:
     lines.insert(0, f"{summary.name}  (input 1x{shape})")
     trainable = "" if summary.trainable_params == summary.params else f" ({summary.trainable_params:,} trainable)"
     lines.append("-" * len(lines[2]))
-    lines.append(f"total params: {summary.params:,}{trainable} = {summary.params / 1e6:.2f} M")
-    lines.append(f"total MACs:   {summary.macs:,} = {summary.macs / 1e9:.3f} G")
+    for label, count, digits in (("params", summary.params, 2), ("MACs", summary.macs, 3)):
+        short = f" = {_count_text(count, digits)}" if count >= 1000 else ""
+        lines.append(f"total {label + ':':<7} {count:,}{trainable if label == 'params' else ''}{short}")
     return "\n".join(lines)
 
 
@@ -181,8 +185,8 @@ def model_table_markdown(names: Iterable[str] | None = None, *, input_size: Sequ
     h, w = _check_size(input_size)
     lines = [f"| model | params | GMACs ({h}x{w}) |", "|---|---:|---:|"]
     for name in names:
-        model = build_model(name)
-        lines.append(f"| {name} | {count_params(model) / 1e6:.2f} M | {count_macs(model, (h, w)) / 1e9:.3f} |")
+        params, macs = _by_name(name, {}, lambda m: (count_params(m), count_macs(m, (h, w))))
+        lines.append(f"| {name} | {params / 1e6:.2f} M | {macs / 1e9:.3f} |")
     return "\n".join(lines)
 
 
@@ -211,6 +215,19 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise
     except (NotImplementedError, RuntimeError):
         return create_model(name, **kwargs)
+
+
+def _by_name(name: str, kwargs: dict[str, Any], analyse: Callable[[nn.Module], Any]) -> Any:
+    """`analyse(build_model(name, **kwargs))`, again on the CPU if an op has no meta-device kernel."""
+    model = build_model(name, **kwargs)
+    try:
+        return analyse(model)
+    except NotImplementedError:
+        if next(iter(model.parameters()), torch.empty(0)).device.type != "meta":
+            raise
+    from resbone.models.registry import create_model
+
+    return analyse(create_model(name, **kwargs))
 
 
 def matching_models(pattern: str = "*") -> list[str]:
@@ -335,6 +352,8 @@ def _merge_sequence(ran: list[_Group], outputs: dict[nn.Module, Any]) -> list[_G
 def _run(model: nn.Module, x: torch.Tensor, tracer: Tracer) -> Any:
     try:
         return run_traced(model, x, tracer)
+    except NotImplementedError:  # an op without a meta kernel (a RuntimeError subclass): see `_by_name`
+        raise
     except RuntimeError as error:  # e.g. a kernel larger than the map: the input is too small
         raise ValueError(f"{type(model).__name__} cannot run on an input of shape {tuple(x.shape)}: {error}") from None
 
@@ -412,11 +431,12 @@ def _field_text(stage: StageSummary) -> str:
 
 
 def _macs_text(macs: int) -> str:
-    if macs >= 1e9:
-        return f"{macs / 1e9:.3f} G"
-    if macs >= 1e6:
-        return f"{macs / 1e6:.1f} M"
-    if macs >= 1e3:
-        return f"{macs / 1e3:.1f} K"
-    return str(macs)
+    return _count_text(macs, 3) if macs >= 1e9 else _count_text(macs, 1, giga_from=1e9)
 
+
+def _count_text(count: int, digits: int, *, giga_from: float = 1e8) -> str:
+    # Totals from 0.1 G on are in G, the unit torchvision publishes (mobilenet_v2: 0.301 GMACs).
+    for unit, scale, start in (("G", 1e9, giga_from), ("M", 1e6, 1e6), ("K", 1e3, 1e3)):
+        if count >= start:
+            return f"{count / scale:.{digits}f} {unit}"
+    return str(count)

@@ -110,20 +110,6 @@ def count_levels(state_dict: Mapping[str, torch.Tensor], pattern: str) -> int:
     return len({m.group(1) for k in state_dict if (m := re.match(pattern, k))})
 
 
-def has_stats(state_dict: Mapping[str, torch.Tensor], module: str) -> bool:
-    """Does the norm module at `module` (a key prefix ending in '.') carry running statistics?"""
-    return module + "running_mean" in state_dict
-
-
-def is_deep_stem(body: Mapping[str, torch.Tensor]) -> bool:
-    return "stem.0.weight" in body
-
-
-def is_dcn_conv(body: Mapping[str, torch.Tensor], conv: str) -> bool:
-    """`conv` ('layer2.0.conv2.') is a deformable conv when its offset predictor sits beside it."""
-    return conv + "conv_offset.weight" in body
-
-
 def check_scalar_one(value: torch.Tensor, key: str, dialect: str) -> None:
     if not torch.all(value == 1):
         raise ValueError(f"{dialect} has no per-level Scale, but {key} = {value.flatten().tolist()} (not 1.0); "

@@ -11,12 +11,11 @@ directory, text file, round trips through every format, a failure mid-write leav
 """
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 import torch
@@ -176,12 +175,15 @@ def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str | os.
     if not folder.is_dir():
         raise FileNotFoundError(f"output folder {str(folder)!r} does not exist")
     tensors = {k: v.detach().cpu() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    if p.suffix == ".pkl" and (bad := [k for k, v in tensors.items() if v.dtype == torch.bfloat16]):
+        raise TypeError(f"numpy has no bfloat16, so {bad[0]!r} cannot go into a .pkl; write .pth or .safetensors")
     descriptor, temp = tempfile.mkstemp(dir=folder, prefix=f".{p.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as f:
-            f.write(_serialize(tensors, p.suffix, pickle_key))
+            _serialize(tensors, p.suffix, pickle_key, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(temp, _file_mode(p))  # mkstemp makes 0600; give OUT the mode a plain open() would
         os.replace(temp, p)
     except BaseException:
         if os.path.exists(temp):
@@ -190,15 +192,22 @@ def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str | os.
     return p
 
 
-def _serialize(tensors: dict[str, torch.Tensor], suffix: str, pickle_key: str) -> bytes:
+def _file_mode(p: Path) -> int:
+    if p.exists():
+        return p.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _serialize(tensors: dict[str, torch.Tensor], suffix: str, pickle_key: str, f: BinaryIO) -> None:
     if suffix == ".safetensors":
         from safetensors.torch import save
 
         # safetensors refuses tensors that share memory (tied weights, views): give each its own.
-        return save({k: v.clone().contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
-    if suffix == ".pkl":
+        f.write(save({k: v.clone().contiguous() for k, v in tensors.items()}, metadata={"format": "pt"}))
+    elif suffix == ".pkl":
         arrays = {k: v.numpy() for k, v in tensors.items()}
-        return pickle.dumps({pickle_key: arrays, "__author__": "resbone"}, protocol=4)
-    buffer = io.BytesIO()
-    torch.save(tensors, buffer)
-    return buffer.getvalue()
+        pickle.dump({pickle_key: arrays, "__author__": "resbone"}, f, protocol=4)
+    else:
+        torch.save(tensors, f)

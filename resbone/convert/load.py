@@ -159,7 +159,7 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping[st
     to_load: StateDict = {}
     for key, value in native.items():
         target = model_state.get(key)
-        classifier = key.endswith(_CLASSIFIER)
+        classifier = any(key == c or key.endswith("." + c) for c in _CLASSIFIER)
         if target is None:
             if key.endswith("num_batches_tracked") or classifier:
                 report.dropped.append(key)

@@ -6,7 +6,10 @@ num_batches_tracked), blocks with torchvision's names, and a deformable conv2 as
 (`conv2.conv.weight` + `conv2.offset.*`); the FPN `backbone.fpn.fpn_inner{k}` / `fpn_layer{k}`
 (k counts C2..C5 as 1..4, so FCOS's C3..C5 are 2..4) and `backbone.fpn.top_blocks.p6/p7`; FCOS's head
 `rpn.head.{cls_tower, bbox_tower, cls_logits, bbox_pred, centerness, scales.N.scale}`.
-No deep stem and no avg_down shortcut exist there (exporting them is an error).
+No deep stem and no avg_down shortcut exist there (exporting them is an error). FCOS's MobileNetV2
+body (tonylins' pytorch-mobilenet-v2) keeps `features.N` but flattens each block's Sequential:
+`conv.0/1` (pw conv, bn), `conv.3/4` (dw), `conv.6/7` (pw-linear) where torchvision nests
+`conv.0.0/0.1`, `conv.1.0/1.1`, `conv.2/3` (block 1, no expansion: `conv.0/1` dw, `conv.3/4` pw-linear).
 
 Anchors: FCOS `fcos_core/modeling/backbone/{resnet,fpn}.py`, `modeling/rpn/fcos/fcos.py`,
 `layers/misc.py` (DFConv2d). Reference tests: tests/convert/test_dialects.py.
@@ -29,6 +32,23 @@ def _dcn_convs(state_dict: Mapping[str, torch.Tensor], offset: str) -> set[str]:
     return {k[: -len(suffix)] for k in state_dict if k.endswith("." + suffix)}
 
 
+_MBV2_FIRST = {"conv.0.": "conv.0.0.", "conv.1.": "conv.0.1.", "conv.3.": "conv.1.", "conv.4.": "conv.2."}
+_MBV2_BLOCK = {"conv.0.": "conv.0.0.", "conv.1.": "conv.0.1.", "conv.3.": "conv.1.0.", "conv.4.": "conv.1.1.",
+               "conv.6.": "conv.2.", "conv.7.": "conv.3."}
+
+
+def _mbv2(key: str, to_native: bool) -> str:
+    m = re.match(r"((?:backbone\.(?:body\.)?)?features\.(\d+)\.)(conv\..+)$", key)
+    if m is None or m.group(2) == "0":
+        return key
+    table = _MBV2_FIRST if m.group(2) == "1" else _MBV2_BLOCK
+    pairs = table.items() if to_native else ((v, k) for k, v in table.items())
+    for old, new in sorted(pairs, key=lambda pair: -len(pair[0])):
+        if m.group(3).startswith(old):
+            return m.group(1) + new + m.group(3)[len(old):]
+    return key
+
+
 def _check_structure(body: Mapping[str, torch.Tensor]) -> None:
     for pattern, what in ((r"stem\.\d+\.", "deep stem (three 3x3 convs)"),
                           (r"layer\d+\.\d+\.downsample\.2\.", "avg_down shortcut (AvgPool + conv + norm)")):
@@ -42,11 +62,14 @@ def to_native(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """maskrcnn-benchmark / FCOS -> resbone. A checkpoint holding only `backbone.body.*` becomes a bare
     backbone; one with an FPN or FCOS head becomes a native detector."""
     dcn = _dcn_convs(state_dict, "offset")
+    flat_mbv2 = "backbone.body.features.1.conv.3.weight" in state_dict
     detector = any(not k.startswith("backbone.body.") for k in state_dict)
     first = min((int(m.group(1)) for k in state_dict if (m := re.match(r"backbone\.fpn\.fpn_inner(\d)\.", k))),
                 default=0)
 
     def key(k: str) -> str:
+        if flat_mbv2:
+            k = _mbv2(k, to_native=True)
         for conv in dcn:
             if k.startswith(conv + "conv."):
                 k = conv + k[len(conv) + 5:]
@@ -82,6 +105,7 @@ def from_native(state_dict: Mapping[str, torch.Tensor], *, num_batches_tracked: 
                 k = conv + "conv." + k[len(conv):]
         if not detector:
             k = "backbone." + k
+        k = _mbv2(k, to_native=False)
         k = re.sub(r"^backbone\.(conv1|bn1)\.", r"backbone.stem.\1.", k)
         k = re.sub(r"^backbone\.", "backbone.body.", k)
         k = re.sub(r"^fpn\.inner_blocks\.(\d+)\.", lambda m: f"backbone.fpn.fpn_inner{int(m.group(1)) + first}.", k)

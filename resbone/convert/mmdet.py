@@ -110,20 +110,27 @@ def _is_mm_mbv2(state_dict: Mapping[str, torch.Tensor]) -> bool:
 # ---- the detector: FPN neck and FCOS head ----------------------------------------------------------------
 def _detector_from_native(rest: Mapping[str, torch.Tensor], *, conv_bias: str | bool) -> StateDict:
     levels = native_fpn_levels(rest)
+    biases = [k for k in rest if re.match(r"head\.(cls|bbox)_tower\.\d+\.bias$", k) and rest[k].dim() == 1
+              and rest[k[: -len("bias")] + "weight"].dim() == 4]
+    all_zero = all(bool(torch.all(rest[k] == 0)) for k in biases)
+    if conv_bias is False and not all_zero:
+        raise ValueError(f"mmdet conv_bias=False cannot hold the non-zero tower conv biases (e.g. {biases[0]!r}, "
+                         "before GroupNorm); use conv_bias='auto' or True and set conv_bias=True in the mmdet "
+                         "FCOSHead config")
+    drop_biases = set(biases) if conv_bias is False or (conv_bias == "auto" and all_zero) else set()
 
     def key(k: str) -> str | None:
+        if k in drop_biases:
+            return None
         k2 = re.sub(r"^fpn\.inner_blocks\.(\d+)\.", r"neck.lateral_convs.\1.conv.", k)
         k2 = re.sub(r"^fpn\.layer_blocks\.(\d+)\.", r"neck.fpn_convs.\1.conv.", k2)
         k2 = re.sub(r"^fpn\.p6\.", f"neck.fpn_convs.{levels}.conv.", k2)
         k2 = re.sub(r"^fpn\.p7\.", f"neck.fpn_convs.{levels + 1}.conv.", k2)
         m = re.match(r"head\.(cls|bbox)_tower\.(\d+)\.(.+)$", k2)
         if m:
-            index, rest_key = int(m.group(2)), m.group(3)
             tower = "cls_convs" if m.group(1) == "cls" else "reg_convs"
-            part = ("conv", "gn", "act")[index % 3]
-            if part == "conv" and rest_key == "bias" and _drop_bias(rest[k], conv_bias, k):
-                return None
-            return f"bbox_head.{tower}.{index // 3}.{part}.{rest_key}"
+            index = int(m.group(2))
+            return f"bbox_head.{tower}.{index // 3}.{('conv', 'gn', 'act')[index % 3]}.{m.group(3)}"
         k2 = re.sub(r"^head\.cls_logits\.", "bbox_head.conv_cls.", k2)
         k2 = re.sub(r"^head\.bbox_pred\.", "bbox_head.conv_reg.", k2)
         k2 = re.sub(r"^head\.centerness\.", "bbox_head.conv_centerness.", k2)
@@ -134,17 +141,6 @@ def _detector_from_native(rest: Mapping[str, torch.Tensor], *, conv_bias: str | 
         if re.match(r"bbox_head\.scales\.\d+\.scale$", k):
             out[k] = v.reshape(())  # mmcv's Scale holds a 0-d parameter
     return out
-
-
-def _drop_bias(value: torch.Tensor, conv_bias: str | bool, key: str) -> bool:
-    if conv_bias is True:
-        return False
-    if bool(torch.all(value == 0)):
-        return True
-    if conv_bias is False:
-        raise ValueError(f"mmdet conv_bias=False cannot hold {key} (non-zero bias before GroupNorm); "
-                         "use conv_bias='auto' or True and set conv_bias=True in the mmdet FCOSHead config")
-    return False
 
 
 def _detector_to_native(rest: Mapping[str, torch.Tensor]) -> StateDict:

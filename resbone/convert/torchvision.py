@@ -1,5 +1,6 @@
 """torchvision's names <-> resbone's: identical for ResNet / ResNeXt / Wide-ResNet / MobileNetV2
 (native names ARE torchvision's); the FCOS detector (`fcos_resnet50_fpn`) differs in its FPN and head.
+Structures torchvision has no model for (deep stem, avg_down, SE, DCN, IBN) keep their native names.
 
 Anchor: torchvision `models/detection/{fcos,backbone_utils}.py` and `ops/feature_pyramid_network.py`.
 Reference tests: tests/convert/test_dialects.py (torchvision fcos_resnet50_fpn -> resbone FCOS and back,

@@ -35,7 +35,8 @@ def load_detector(cfg, weights: str) -> tuple[nn.Module, list[str] | None]:
         state = load_checkpoint(weights)
         if isinstance(state, dict) and isinstance(state.get("class_names"), list):
             class_names = [str(n) for n in state["class_names"]]
-    return model.eval(), class_names
+    model.eval()
+    return model, class_names
 
 
 def evaluate_weights(cfg, weights: str) -> dict[str, dict[str, float]]:

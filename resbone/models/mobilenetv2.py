@@ -21,7 +21,8 @@ import torch
 import torch.utils.checkpoint as cp
 from torch import nn
 
-from resbone.layers.norm import NormConfig, build_norm, check_norm_cfg, is_batch_norm
+from resbone.layers.norm import NormConfig, build_norm, check_norm_cfg
+from resbone.models.base import FreezableBackbone
 from resbone.models.registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2", "make_divisible", "mobilenet_v2"]
@@ -75,7 +76,7 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
         raise ValueError(f"{name} must be an int in {low}..{high}, got {value!r}")
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(FreezableBackbone):
     """torchvision's MobileNetV2 (num_classes > 0) or a backbone returning the out_indices stage maps.
 
     num_classes None/0: backbone; out_indices index mmdet's eight stages (default (1, 2, 4, 7), strides
@@ -151,26 +152,11 @@ class MobileNetV2(nn.Module):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.zeros_(m.bias)
 
-    def _frozen_modules(self) -> list[nn.Module]:
+    def frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
             return []
         end = 0 if self.frozen_stages == 0 else self.stage_ends[min(self.frozen_stages, len(self.stage_ends)) - 1]
         return list(self.features[:end + 1])
-
-    def _freeze_stages(self) -> None:
-        for module in self._frozen_modules():
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "MobileNetV2":
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if is_batch_norm(m):
-                    m.eval()
-        return self
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, ...] | torch.Tensor:
         """The out_indices stage maps (backbone), or the last feature map (classifier)."""

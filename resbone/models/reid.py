@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from resbone.models.registry import register_model
 from resbone.models.resnet import ResNet
 from resbone.models.variants import build_resnet
@@ -35,9 +33,7 @@ def build_senet(depth: int, defaults: dict[str, Any], kwargs: dict[str, Any]) ->
     The pool has no parameters, so checkpoint keys are unchanged; it moves the pooling windows by one
     pixel relative to torchvision's padded pool, which the pretrained senet weights depend on.
     """
-    model = build_resnet(depth, dict(_SENET_SE, **defaults), kwargs)
-    model.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
-    return model
+    return build_resnet(depth, dict(_SENET_SE, stem_pool="ceil", **defaults), kwargs)
 
 
 # ---- timm's SE-ResNe(X)t (stride in the 3x3) -------------------------------------------------------

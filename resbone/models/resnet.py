@@ -15,13 +15,16 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from resbone.layers.attention import build_plugin
-from resbone.layers.conv import build_conv2d
-from resbone.layers.norm import NormConfig, build_norm, check_norm_cfg, is_batch_norm
+from resbone.layers.conv import build_conv2d, check_dcn
+from resbone.layers.norm import NormConfig, build_norm, check_norm_cfg
+from resbone.models.base import FreezableBackbone
 
 __all__ = ["ARCH_SETTINGS", "BasicBlock", "Bottleneck", "PLUGIN_POSITIONS", "ResLayer", "ResNet"]
 
 PLUGIN_POSITIONS = ("after_conv1", "after_conv2", "after_conv3")
 STYLES = ("pytorch", "caffe")
+# The stem max-pool: torchvision pads it; Caffe-era SENet (Hu et al.) used no padding and ceil mode.
+STEM_POOLS = ("padded", "ceil")
 
 
 def conv3x3(inplanes: int, planes: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
@@ -201,7 +204,7 @@ def _per_stage(name: str, value: Sequence[Any], num_stages: int) -> tuple[Any, .
     return tuple(value[:num_stages])
 
 
-class ResNet(nn.Module):
+class ResNet(FreezableBackbone):
     """The ResNet family with mmdetection's keyword arguments and torchvision's parameter names.
 
     num_classes None/0 gives a backbone whose forward returns the feature maps of `out_indices`
@@ -217,7 +220,7 @@ class ResNet(nn.Module):
                  ibn: str | None = None, last_stride: int | None = None, with_cp: bool = False,
                  zero_init_residual: bool = False, groups: int = 1, base_width: int = 64,
                  num_classes: int | None = None, stage_blocks: Sequence[int] | None = None,
-                 dilate_first_block: bool = True):
+                 dilate_first_block: bool = True, stem_pool: str = "padded"):
         super().__init__()
         if isinstance(depth, bool) or depth not in ARCH_SETTINGS:
             raise KeyError(f"invalid depth {depth!r} for ResNet; allowed: {sorted(ARCH_SETTINGS)}")
@@ -238,8 +241,10 @@ class ResNet(nn.Module):
                              f"{num_stages}, got {frozen_stages!r}")
         if last_stride not in (None, 1, 2):
             raise ValueError(f"last_stride must be None, 1 or 2, got {last_stride!r}")
-        if dcn is not None and not isinstance(dcn, Mapping):
-            raise TypeError(f"dcn must be None or a dict like dict(type='DCNv2', deform_groups=1), got {dcn!r}")
+        if dcn is not None:
+            check_dcn(dcn)
+        if stem_pool not in STEM_POOLS:
+            raise ValueError(f"stem_pool must be one of {STEM_POOLS}, got {stem_pool!r}")
         if se is not None and not isinstance(se, Mapping):
             raise TypeError(f"se must be None or a dict like dict(reduction=16), got {se!r}")
         check_norm_cfg(norm_cfg)
@@ -280,7 +285,8 @@ class ResNet(nn.Module):
             self.conv1 = nn.Conv2d(in_channels, stem_channels, 7, stride=2, padding=3, bias=False)
             self.bn1 = build_norm(norm_cfg, stem_channels)
             self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem_pool == "padded" \
+            else nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
 
         inplanes, stride_so_far, stage_info = stem_channels, 4, []
         self.stage_names: list[str] = []
@@ -346,26 +352,11 @@ class ResNet(nn.Module):
                         with torch.no_grad():
                             norm.weight.zero_()
 
-    def _stem_modules(self) -> list[nn.Module]:
-        return [self.stem] if self.deep_stem else [self.conv1, self.bn1]
-
-    def _freeze_stages(self) -> None:
+    def frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages < 0:
-            return
-        frozen = self._stem_modules() + [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
-        for module in frozen:
-            module.eval()
-            for param in module.parameters():
-                param.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "ResNet":
-        super().train(mode)
-        self._freeze_stages()
-        if mode and self.norm_eval:
-            for m in self.modules():
-                if is_batch_norm(m):
-                    m.eval()
-        return self
+            return []
+        stem = [self.stem] if self.deep_stem else [self.conv1, self.bn1]
+        return stem + [getattr(self, f"layer{i}") for i in range(1, self.frozen_stages + 1)]
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor):

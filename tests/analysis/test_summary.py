@@ -226,6 +226,23 @@ def test_trainable_params_and_frozen_stages():
     assert "trainable" in format_table(summarize(model))
 
 
+def test_a_model_without_meta_kernels_is_summarized_on_the_cpu(monkeypatch):
+    from resbone.models import registry
+
+    class NoMetaKernel(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            if x.device.type == "meta":
+                raise NotImplementedError("no meta kernel for this op")
+            return self.conv(x)
+
+    monkeypatch.setitem(registry._MODELS, "no_meta_kernel", NoMetaKernel)
+    assert summarize("no_meta_kernel", (16, 16)).macs == 4 * 27 * 14 * 14
+
+
 def test_model_table_markdown_rows():
     table = model_table_markdown(["resnet18", "resnet50"])
     assert "| resnet18 | 11.69 M | 1.814 |" in table and "| resnet50 | 25.56 M | 4.089 |" in table

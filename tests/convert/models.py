@@ -42,6 +42,7 @@ BUILDERS = {
     "ibn": lambda: ResNet(50, ibn="a", **SMALL),
     "mobilenet_v2": lambda: MobileNetV2(num_classes=10),
     "mobilenet_v2_backbone": lambda: MobileNetV2(num_classes=None),
+    "mobilenet_v2_fcos": lambda: MobileNetV2(num_classes=None, out_indices=(2, 4, 6), norm_cfg="FrozenBN"),
     "fcos": lambda: NativeFCOS(),
     "fcos_frozen_bn": lambda: NativeFCOS(norm_cfg="FrozenBN"),
     "fcos_gn_p6": lambda: NativeFCOS(norm_cfg=dict(type="GN", num_groups=4), extra_levels=1),

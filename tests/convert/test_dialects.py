@@ -17,7 +17,8 @@ COVERS = {
               "mobilenet_v2_backbone", "fcos", "fcos_gn_p6", "fcos_dcn_head"],
     "mmpretrain": ["plain18", "plain50", "deep_stem", "deep_stem_avg_down", "resnext", "gn", "se", "mobilenet_v2"],
     "detectron2": ["plain18", "plain50", "deep_stem", "resnext", "gn", "frozen_bn", "dcn", "fcos", "fcos_gn_p6"],
-    "maskrcnn": ["frozen_bn", "frozen_bn18", "gn", "dcn_frozen_bn", "fcos_frozen_bn", "fcos_dcn_head"],
+    "maskrcnn": ["frozen_bn", "frozen_bn18", "gn", "dcn_frozen_bn", "mobilenet_v2_fcos", "fcos_frozen_bn",
+                 "fcos_dcn_head"],
     "caffe2": ["frozen_bn", "frozen_bn18", "gn"],
 }
 CASES = [(d, a) for d, archs in COVERS.items() for a in archs]
@@ -81,6 +82,11 @@ def test_maskrcnn_fcos_names():
     dcn = _keys("maskrcnn", "dcn_frozen_bn")
     assert {"backbone.body.layer3.0.conv2.conv.weight", "backbone.body.layer3.0.conv2.offset.bias"} <= set(dcn)
     assert "backbone.body.layer3.0.conv2.weight" not in dcn
+    mbv2 = _keys("maskrcnn", "mobilenet_v2_fcos")  # FCOS's MNV2 (tonylins): flat block Sequentials
+    assert {"backbone.body.features.0.0.weight", "backbone.body.features.1.conv.0.weight",
+            "backbone.body.features.1.conv.4.running_var", "backbone.body.features.2.conv.3.weight",
+            "backbone.body.features.17.conv.7.bias"} <= set(mbv2)
+    assert mbv2["backbone.body.features.2.conv.3.weight"].shape[1:] == (1, 3, 3)  # the depthwise conv
 
 
 def test_maskrcnn_drops_num_batches_tracked_of_a_bn_model():

@@ -88,6 +88,9 @@ def test_every_format_round_trips_bit_exactly(tmp_path, suffix):
     path = save_state_dict_file(sd, tmp_path / f"w{suffix}")
     assert_identical(load_state_dict_file(path), sd)
     assert [p.name for p in tmp_path.iterdir()] == [f"w{suffix}"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would make it, not mkstemp's 0600
 
 
 def test_wrappers_and_ddp_prefix_are_removed(tmp_path):

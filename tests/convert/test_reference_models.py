@@ -1,6 +1,6 @@
 """Independent references: timm and torchvision models with random weights (random BN statistics too),
 converted into resbone's models, compute the same outputs; converted back, their state dicts are
-identical. Caffe2's affine BN, folded from a torchvision model's BN, computes what the BN did."""
+identical (torchvision's FCOS too: backbone, FPN and head). Caffe2's affine BN, folded from a torchvision model's BN, computes what the BN did."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +11,8 @@ from torch import nn
 
 from resbone import create_model
 from resbone.convert import convert_state_dict, load_checkpoint
+from resbone.detection.fcos import FCOSHead
+from resbone.detection.fpn import FPN
 from resbone.models.resnet import ResNet
 from tests.convert.models import EPS, assert_identical
 
@@ -83,3 +85,52 @@ def test_caffe2_folded_bn_computes_what_the_bn_computed():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert _relative_error(ours(x), reference(x)) < TOL
+
+
+class _NativeDetector(nn.Module):
+    """resbone's FCOS parts (backbone, FPN, head) under the native detector names."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = ResNet(18, num_classes=None, out_indices=(1, 2, 3))
+        self.fpn = FPN(self.backbone.out_channels, 64)
+        self.head = FCOSHead(64, num_classes, centerness_on_reg=True, norm_reg_targets=True)
+
+    def forward(self, x):
+        return self.head(self.fpn(self.backbone(x)))
+
+
+def test_torchvision_fcos_backbone_fpn_head_give_the_same_outputs():
+    """torchvision FCOS (resnet18 body, FPN with P6/P7 from P5, head; random weights and BN statistics)
+    -> fcos_from_torchvision -> resbone ResNet + FPN + FCOSHead: same class logits, centerness and boxes
+    (resbone regresses in pixels, torchvision in strides); fcos_to_torchvision restores the state dict."""
+    from torchvision.models.detection import FCOS
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    torch.manual_seed(0)
+    body = _randomize_norms(torchvision.models.resnet18(weights=None))
+    backbone = BackboneWithFPN(body, {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], 64,
+                               extra_blocks=LastLevelP6P7(64, 64))  # fcos_resnet50_fpn's, at width 64
+    reference = FCOS(backbone, num_classes=3).eval()
+    with torch.no_grad():
+        for module in reference.head.modules():
+            if isinstance(module, (nn.Conv2d, nn.GroupNorm)) and module.bias is not None:
+                module.bias.normal_(0, 0.1)  # torchvision initialises them to constants
+    ours = _NativeDetector(3).eval()
+    report = load_checkpoint(ours, reference.state_dict())
+    assert report.ok and report.dialect == "torchvision"
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = reference.head(list(reference.backbone(x).values()))
+        logits, regression, centerness = ours(x)
+
+    def flat(outputs):  # per level [N, C, H, W] -> [N, sum HW, C], torchvision's layout
+        return torch.cat([o.flatten(2) for o in outputs], dim=2).transpose(1, 2)
+
+    strides = torch.cat([torch.full((o.shape[-2] * o.shape[-1], 1), float(s))
+                         for o, s in zip(regression, ours.head.strides)])
+    assert _relative_error(flat(logits), expected["cls_logits"]) < TOL
+    assert _relative_error(flat(centerness), expected["bbox_ctrness"]) < TOL
+    assert _relative_error(flat(regression) / strides, expected["bbox_regression"]) < TOL
+    assert_identical(convert_state_dict(ours.state_dict(), "resbone", "torchvision"), reference.state_dict())

@@ -30,8 +30,8 @@ def test_overfit_four_images(tmp_path):
         "DATALOADER.NUM_WORKERS", "0", "DATASETS.ROOT", str(tmp_path / "data"),
         "DATASETS.TRAIN", "('shapes_train',)", "DATASETS.TEST", "('shapes_train',)",
         "DATASETS.SHAPES.NUM_TRAIN", "4", "DATASETS.SHAPES.IMAGE_SIZE", "96", "INPUT.HORIZONTAL_FLIP_PROB_TRAIN", "0.0",
-        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "20", "SOLVER.MAX_ITER", "150",
-        "SOLVER.STEPS", "(120,)", "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.CHECKPOINT_PERIOD", "1000",
+        "SOLVER.IMS_PER_BATCH", "4", "SOLVER.BASE_LR", "0.01", "SOLVER.WARMUP_ITERS", "10", "SOLVER.MAX_ITER", "80",
+        "SOLVER.STEPS", "(65,)", "SOLVER.WEIGHT_DECAY", "0.0", "SOLVER.CHECKPOINT_PERIOD", "1000",
         "SOLVER.LOG_PERIOD", "10", "SOLVER.PROGRESS_BAR", "False", "TEST.IMS_PER_BATCH", "4",
         "OUTPUT_DIR", str(tmp_path / "out")])
     result = Trainer(cfg, model_fn=narrow_fcos).train()

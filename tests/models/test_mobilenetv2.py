@@ -13,7 +13,7 @@ from tests.conftest import randomize_norms
 TOL = 1e-5
 
 
-@pytest.mark.parametrize("width_mult", [1.0, 0.5, 0.75])
+@pytest.mark.parametrize("width_mult", [1.0, 0.5])
 def test_classifier_has_torchvision_keys_loads_strict_and_gives_equal_logits(width_mult, rng):
     ref = randomize_norms(torchvision.models.mobilenet_v2(width_mult=width_mult)).eval()
     ours = create_model("mobilenet_v2", width_mult=width_mult).eval()
