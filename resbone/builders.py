@@ -178,7 +178,7 @@ def _group_norm(num_features: int, *, dim_per_gp: int, num_groups: int, eps: flo
     return nn.GroupNorm(groups, num_features, eps=eps)
 
 
-def _fcos_norm(resnets: Mapping[str, Any], group_norm: Mapping[str, Any]) -> Any:
+def _fcos_norm(resnets: Mapping[str, Any], group_norm: Mapping[str, Any], frozen_bn_eps: float) -> Any:
     stem, trans = resnets["STEM_FUNC"], resnets["TRANS_FUNC"]
     for key, value, allowed in (("STEM_FUNC", stem, ("StemWithFixedBatchNorm", "StemWithGN")),
                                 ("TRANS_FUNC", trans, ("BottleneckWithFixedBatchNorm", "BottleneckWithGN"))):
@@ -189,7 +189,8 @@ def _fcos_norm(resnets: Mapping[str, Any], group_norm: Mapping[str, Any]) -> Any
                          f"builds one norm for the whole body: pair StemWithFixedBatchNorm with "
                          f"BottleneckWithFixedBatchNorm, or StemWithGN with BottleneckWithGN")
     if _FCOS_NORMS[stem] == "FrozenBN":
-        return dict(type="FrozenBN", eps=0.0)  # FCOS's FrozenBatchNorm2d: weight * running_var.rsqrt()
+        # FCOS's FrozenBatchNorm2d has no eps (weight * running_var.rsqrt()); torchvision's has 1e-5.
+        return dict(type="FrozenBN", eps=frozen_bn_eps)
     dim_per_gp, num_groups = int(group_norm["DIM_PER_GP"]), int(group_norm["NUM_GROUPS"])
     if (dim_per_gp > 0) == (num_groups > 0):
         raise ValueError(f"MODEL.GROUP_NORM: exactly one of DIM_PER_GP ({dim_per_gp}) and NUM_GROUPS "
@@ -238,8 +239,9 @@ def build_fcos_backbone(cfg: Any) -> nn.Module:
     resnets = dict(_FCOS_RESNETS_DEFAULTS, **_section(cfg, "MODEL.RESNETS"))
     group_norm = dict(_FCOS_GROUP_NORM_DEFAULTS, **_section(cfg, "MODEL.GROUP_NORM"))
     if int(resnets["RES2_OUT_CHANNELS"]) != (64 if depth in (18, 34) else 256):
-        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={resnets['RES2_OUT_CHANNELS']} is not supported; "
-                         f"ResNet-50/101/152 bodies have 256 (64 x expansion 4), ResNet-18/34 bodies 64")
+        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={resnets['RES2_OUT_CHANNELS']} does not fit {body!r}: "
+                         f"ResNet-50/101/152 bodies have 256 (64 x expansion 4), ResNet-18/34 bodies 64 "
+                         f"(BasicBlock); set MODEL.RESNETS.RES2_OUT_CHANNELS accordingly")
     dilation = resnets["RES5_DILATION"]
     if dilation not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {dilation!r}")
@@ -256,5 +258,5 @@ def build_fcos_backbone(cfg: Any) -> nn.Module:
                   stem_channels=int(resnets["STEM_OUT_CHANNELS"]), strides=strides, dilations=dilations,
                   style="caffe" if resnets["STRIDE_IN_1X1"] else "pytorch",
                   groups=int(resnets["NUM_GROUPS"]), base_width=int(resnets["WIDTH_PER_GROUP"]),
-                  norm_cfg=_fcos_norm(resnets, group_norm), dcn=dcn, stage_with_dcn=stage_with_dcn[:num_stages],
+                  norm_cfg=_fcos_norm(resnets, group_norm, float(backbone.get("FROZEN_BN_EPS", 0.0))), dcn=dcn, stage_with_dcn=stage_with_dcn[:num_stages],
                   frozen_stages=freeze_at - 1)

@@ -9,20 +9,19 @@ into this model gives the same head outputs and detections).
 """
 from __future__ import annotations
 
-import re
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
 
+from resbone.builders import build_fcos_backbone
 from resbone.detection.defaults import add_fcos_config
 from resbone.detection.fcos import (IOU_LOSS_TYPES, FCOSHead, assign_targets, compute_locations, fcos_losses,
                                     postprocess_detections)
 from resbone.detection.fpn import FPN
 from resbone.detection.transform import DetectionTransform
 
-__all__ = ["FCOS", "build_detector", "build_fallback_backbone"]
+__all__ = ["FCOS", "build_detector"]
 
 PYRAMID_STRIDES = (8, 16, 32)  # C3, C4, C5: what the FPN takes from the backbone
 LOCATION_OFFSETS = ("half_stride", "zero")
@@ -161,36 +160,6 @@ class FCOS(nn.Module):
                                  f"{boxes[bad][0].tolist()} (boxes are x1, y1, x2, y2 with x2 > x1, y2 > y1)")
 
 
-def build_fallback_backbone(cfg) -> nn.Module:
-    """A ResNet backbone from FCOS's CONV_BODY ('R-50-FPN-RETINANET', 'R-101-FPN', ...) for when
-    resbone.builders.build_fcos_backbone is not available: FrozenBN (eps set by build_detector from
-    MODEL.BACKBONE.FROZEN_BN_EPS), FREEZE_CONV_BODY_AT,
-    STRIDE_IN_1X1 (caffe style), NUM_GROUPS / WIDTH_PER_GROUP, outputs C3-C5."""
-    from resbone.models.resnet import ResNet
-
-    body = cfg.MODEL.BACKBONE.CONV_BODY
-    match = re.fullmatch(r"R-(\d+)-FPN(-RETINANET)?", body)
-    if not match:
-        raise KeyError(f"MODEL.BACKBONE.CONV_BODY {body!r} is not supported; use one of FCOS's bodies "
-                       "(resbone.builders.FCOS_CONV_BODIES) or 'R-<depth>-FPN-RETINANET' (depth 18, 34, 50, 101, 152)")
-    resnets = cfg.MODEL.RESNETS
-    return ResNet(int(match.group(1)), num_classes=None, out_indices=(1, 2, 3),
-                  style="caffe" if resnets.STRIDE_IN_1X1 else "pytorch", norm_cfg=dict(type="FrozenBN"),
-                  frozen_stages=max(int(cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT) - 1, -1),
-                  groups=int(resnets.NUM_GROUPS), base_width=int(resnets.WIDTH_PER_GROUP))
-
-
-def _build_backbone(cfg) -> nn.Module:
-    try:
-        from resbone.builders import FCOS_CONV_BODIES, build_fcos_backbone
-    except ImportError:
-        return build_fallback_backbone(cfg)
-    if cfg.MODEL.BACKBONE.CONV_BODY in FCOS_CONV_BODIES:
-        return build_fcos_backbone(cfg)
-    # FCOS has no R-18 / R-34 bodies; resbone builds them (and any depth) here.
-    return build_fallback_backbone(cfg)
-
-
 def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:
     """FCOS from a yacs config with FCOS's keys (missing ones take the defaults of
     resbone.detection.defaults). `backbone` overrides MODEL.BACKBONE.CONV_BODY (any resbone backbone
@@ -209,10 +178,7 @@ def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:
         raise ValueError(f"MODEL.FCOS.FPN_STRIDES must start 8, 16, 32 and double per level, 3 to 5 levels "
                          f"(FCOS: [8, 16, 32, 64, 128]), got {list(fcos.FPN_STRIDES)!r}")
     if backbone is None:
-        backbone = _build_backbone(cfg)
-        for module in backbone.modules():
-            if isinstance(module, FrozenBatchNorm2d):
-                module.eps = float(cfg.MODEL.BACKBONE.FROZEN_BN_EPS)
+        backbone = build_fcos_backbone(cfg)
     indices = _pyramid_indices(backbone)
     in_channels = [int(backbone.feature_info[i]["channels"]) for i in indices]
     out_channels = int(cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS)

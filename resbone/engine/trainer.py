@@ -274,7 +274,7 @@ class Trainer:
         metrics_path = os.path.join(self.output_dir, "metrics.jsonl")
         bar = tqdm(total=max_iter, initial=self.start_iter, disable=not (main and solver.PROGRESS_BAR),
                    dynamic_ncols=True, desc="train", file=sys.stderr)
-        losses = {}
+        losses, window, window_size = {}, {}, 0
         start = time.perf_counter()
         for iteration in range(self.start_iter, max_iter):
             data_start = time.perf_counter()
@@ -302,17 +302,22 @@ class Trainer:
             self.scheduler.step()
             done = iteration + 1
             losses = comm.reduce_mean({"loss": loss.item(), **{k: v.item() for k, v in loss_dict.items()}})
+            for key, value in losses.items():
+                window[key] = window.get(key, 0.0) + value
+            window_size += 1
             bar.update(1)
             bar.set_postfix(loss=f"{losses['loss']:.3f}", lr=f"{lr:.2g}", refresh=False)
             if main and (done % solver.LOG_PERIOD == 0 or done == max_iter or done == self.start_iter + 1):
-                record = dict(iter=done, lr=lr, **{k: round(v, 6) for k, v in losses.items()},
+                # losses averaged over the iterations since the last record: smoother curves
+                record = dict(iter=done, lr=lr, **{k: round(v / window_size, 6) for k, v in window.items()},
                               data_time=round(data_time, 4),
                               time=round((time.perf_counter() - start) / (done - self.start_iter), 4))
                 with open(metrics_path, "a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 if not solver.PROGRESS_BAR:
                     logger.info("iter %d/%d  lr %.4g  %s", done, max_iter, lr,
-                                "  ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+                                "  ".join(f"{k} {v / window_size:.4f}" for k, v in window.items()))
+                window, window_size = {}, 0
             if done % solver.CHECKPOINT_PERIOD == 0 or done == max_iter:
                 name = "model_final.pth" if done == max_iter else f"model_{done:07d}.pth"
                 if main:

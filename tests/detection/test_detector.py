@@ -15,7 +15,9 @@ SMALL = {"INPUT": {"MIN_SIZE_TRAIN": (64, 80), "MAX_SIZE_TRAIN": 100, "MIN_SIZE_
 
 
 def _cfg(body="R-18-FPN-RETINANET", **fcos):
-    return detector_cfg({**SMALL, "MODEL": {"BACKBONE": {"CONV_BODY": body}, "RESNETS": {"BACKBONE_OUT_CHANNELS": 64},
+    res2 = 64 if body.startswith(("R-18", "R-34")) else 256  # BasicBlock bodies end stage 2 at 64 channels
+    return detector_cfg({**SMALL, "MODEL": {"BACKBONE": {"CONV_BODY": body},
+                                            "RESNETS": {"BACKBONE_OUT_CHANNELS": 64, "RES2_OUT_CHANNELS": res2},
                                             "RETINANET": {"USE_C5": False},
                                             "FCOS": {"NUM_CLASSES": 4, "NUM_CONVS": 1, **fcos}}})
 

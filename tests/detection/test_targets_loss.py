@@ -140,7 +140,7 @@ def test_detector_losses_flatten_levels_and_images_like_fcos():
     """The detector's losses on hand-made head outputs for a batch of [the two-box image, an empty one]
     equal fcos_losses on the first image alone, except that the empty image adds its negatives to loss_cls."""
     cfg = detector_cfg({"MODEL": {"BACKBONE": {"CONV_BODY": "R-18-FPN-RETINANET"},
-                                  "RESNETS": {"BACKBONE_OUT_CHANNELS": 32},
+                                  "RESNETS": {"BACKBONE_OUT_CHANNELS": 32, "RES2_OUT_CHANNELS": 64},
                                   "FCOS": {"NUM_CLASSES": 3, "FPN_STRIDES": [8, 16, 32], "NUM_CONVS": 1,
                                            "SIZES_OF_INTEREST": [[-1, 16], [16, INF], [INF, INF]]}}})
     model = build_detector(cfg)
