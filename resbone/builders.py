@@ -50,9 +50,10 @@ _INIT_TYPES_IGNORED = ("Kaiming", "Constant", "Normal", "Xavier", "Uniform", "Tr
 
 
 # ---- mmdetection ----------------------------------------------------------------------------------
-def _pretrained_path(pretrained: Any, init_cfg: Any) -> str | None:
-    """The checkpoint an mmdet config asks for (pretrained=PATH or init_cfg=dict(type='Pretrained'))."""
-    paths = []
+def _pretrained_path(pretrained: Any, init_cfg: Any) -> tuple[str | None, str | None]:
+    """The checkpoint an mmdet config asks for (pretrained=PATH or init_cfg=dict(type='Pretrained')),
+    and the key prefix to take from it (init_cfg's `prefix`, e.g. 'backbone.' of a detector)."""
+    paths, prefix = [], None
     if pretrained is not None:
         if not isinstance(pretrained, (str, os.PathLike)):
             raise TypeError(f"pretrained must be None or a checkpoint path, got {pretrained!r}")
@@ -66,14 +67,15 @@ def _pretrained_path(pretrained: Any, init_cfg: Any) -> str | None:
         if item["type"] != "Pretrained":
             raise ValueError(f"init_cfg type {item['type']!r} is not supported; allowed: "
                              f"{['Pretrained', *_INIT_TYPES_IGNORED]}")
-        unknown = sorted(set(item) - {"type", "checkpoint"})
+        unknown = sorted(set(item) - {"type", "checkpoint", "prefix"})
         if unknown or "checkpoint" not in item:
-            raise KeyError(f"init_cfg {dict(item)!r}: 'Pretrained' takes exactly type and checkpoint "
-                           f"(unsupported: {unknown}); convert a detector checkpoint with `resbone convert` first")
+            raise KeyError(f"init_cfg {dict(item)!r}: 'Pretrained' takes type, checkpoint and optionally prefix "
+                           f"(unsupported: {unknown})")
         paths.append(os.fspath(item["checkpoint"]))
+        prefix = item.get("prefix", prefix)
     if len(set(paths)) > 1:
         raise ValueError(f"pretrained and init_cfg name different checkpoints {paths}; give one")
-    return paths[0] if paths else None
+    return (paths[0] if paths else None), prefix
 
 
 def _check_conv_cfg(conv_cfg: Any) -> None:
@@ -113,7 +115,7 @@ def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> n
     _check_conv_cfg(options.pop("conv_cfg"))
     if options.get("dcn") is not None:
         check_dcn(options["dcn"])  # even where stage_with_dcn leaves it unused: a typo should not pass
-    checkpoint = _pretrained_path(options.pop("pretrained"), options.pop("init_cfg"))
+    checkpoint, prefix = _pretrained_path(options.pop("pretrained"), options.pop("init_cfg"))
     if kind == "MobileNetV2":
         model = _mmdet_mobilenet(options)
     else:
@@ -129,7 +131,7 @@ def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> n
                              f"or build with load_pretrained=False")
         from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
 
-        load_checkpoint(model, checkpoint, dialect="auto", strict=False)
+        load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
     return model
 
 

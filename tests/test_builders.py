@@ -91,6 +91,13 @@ def test_mmdet_resnet_loads_a_torchvision_checkpoint_and_equals_torchvision_feat
         torch.testing.assert_close(out, expected[str(i + 1)], atol=1e-4, rtol=1e-4)
     again = build_backbone(dict(type="ResNet", depth=50, pretrained=str(path))).eval()
     torch.testing.assert_close(again(x)[3], expected["4"], atol=1e-4, rtol=1e-4)
+    # a detector checkpoint: init_cfg's prefix picks the backbone out of it, as mmdet/mmengine do
+    detector = {f"backbone.{k}": v for k, v in ref.state_dict().items() if not k.startswith("fc.")}
+    detector["neck.lateral_convs.0.conv.weight"] = torch.zeros(256, 256, 1, 1)
+    torch.save({"state_dict": detector, "meta": {"epoch": 12}}, tmp_path / "detector.pth")
+    prefixed = build_backbone(dict(type="ResNet", depth=50, init_cfg=dict(
+        type="Pretrained", checkpoint=str(tmp_path / "detector.pth"), prefix="backbone."))).eval()
+    torch.testing.assert_close(prefixed(x)[3], expected["4"], atol=1e-4, rtol=1e-4)
 
 
 def test_resnext_v1c_v1d_and_mobilenet_types_mean_what_mmdet_means():
@@ -145,7 +152,7 @@ def test_pretrained_goes_through_resbone_convert(monkeypatch, tmp_path):
     monkeypatch.setattr(resbone.convert, "load_checkpoint", lambda *a, **k: calls.append((a, k)))
     path = str(tmp_path / "any.pth")
     model = build_backbone(dict(type="ResNet", depth=18, init_cfg=dict(type="Pretrained", checkpoint=path)))
-    assert calls == [((model, path), dict(dialect="auto", strict=False))]
+    assert calls == [((model, path), dict(dialect="auto", strict=False, prefix=None))]
     build_backbone(dict(type="ResNet", depth=18, pretrained=path), load_pretrained=False)
     assert len(calls) == 1
 
@@ -167,8 +174,8 @@ def test_pretrained_goes_through_resbone_convert(monkeypatch, tmp_path):
      ["torchvision://resnet50", "downloads nothing"]),
     (dict(type="ResNet", depth=50, pretrained="a.pth", init_cfg=dict(type="Pretrained", checkpoint="b.pth")),
      ValueError, ["a.pth", "b.pth"]),
-    (dict(type="ResNet", depth=50, init_cfg=dict(type="Pretrained", checkpoint="a.pth", prefix="backbone.")),
-     KeyError, ["prefix", "checkpoint"]),
+    (dict(type="ResNet", depth=50, init_cfg=dict(type="Pretrained", checkpoint="a.pth", map_location="cpu")),
+     KeyError, ["map_location", "prefix"]),
     ("ResNet", TypeError, ["'ResNet'", "dict"]),
 ])
 def test_bad_mmdet_configs_name_the_value_and_the_allowed_ones(cfg, error, words):
