@@ -1,7 +1,11 @@
 """resbone: one PyTorch implementation of the ResNet family, speaking every ecosystem's dialect."""
+from resbone.builders import build_backbone, build_fcos_backbone
+from resbone.convert import convert_state_dict, detect_dialect, load_checkpoint
+from resbone.models.mobilenetv2 import MobileNetV2
 from resbone.models.registry import create_model, is_model, list_models, register_model
 from resbone.models.resnet import BasicBlock, Bottleneck, ResLayer, ResNet
 
 __version__ = "0.1.0"
-__all__ = ["BasicBlock", "Bottleneck", "ResLayer", "ResNet", "create_model", "is_model",
-           "list_models", "register_model"]
+__all__ = ["BasicBlock", "Bottleneck", "MobileNetV2", "ResLayer", "ResNet", "build_backbone",
+           "build_fcos_backbone", "convert_state_dict", "create_model", "detect_dialect", "is_model",
+           "list_models", "load_checkpoint", "register_model"]

@@ -212,6 +212,11 @@ class Trainer:
         setup_logging(self.output_dir)
         self.device = select_device(cfg)
         self.batch_size = _per_rank(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
+        if model is None and model_fn is None:
+            check_weight(cfg.MODEL.WEIGHT)  # before generating data: the cheap error first
+        self.dataset = build_dataset(cfg, cfg.DATASETS.TRAIN, is_train=True)
+        if model is None and model_fn is None:
+            _check_num_classes(cfg, self.dataset)
         torch.manual_seed(cfg.SEED)
         random.seed(cfg.SEED)
         if model is None:
@@ -224,7 +229,6 @@ class Trainer:
         self.amp = bool(cfg.SOLVER.AMP)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp and self.device.type == "cuda")
         self.start_iter = 0
-        self.dataset = build_dataset(cfg, cfg.DATASETS.TRAIN, is_train=True)
         if resume:
             self._resume()
 
@@ -339,6 +343,14 @@ class Trainer:
                         handle.write(json.dumps(dict(iter=max_iter, dataset=name, **metrics)) + "\n")
                 _write_json(os.path.join(self.output_dir, "eval_results.json"), result["eval"])
         return result
+
+
+def _check_num_classes(cfg, dataset) -> None:
+    classes = len(dataset.class_names)
+    if cfg.MODEL.FCOS.NUM_CLASSES != classes + 1:
+        raise ValueError(f"MODEL.FCOS.NUM_CLASSES is {cfg.MODEL.FCOS.NUM_CLASSES} but DATASETS.TRAIN has "
+                         f"{classes} categories; FCOS counts the background: set MODEL.FCOS.NUM_CLASSES "
+                         f"{classes + 1}")
 
 
 def _write_json(path: str, data) -> None:

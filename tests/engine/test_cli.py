@@ -60,3 +60,10 @@ def test_user_errors_exit_2_with_a_sentence(tmp_path, capsys):
     assert "download the file yourself" in capsys.readouterr().err
     assert main(["eval", CONFIG, "--weights", str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_num_classes_must_fit_the_data(tmp_path, capsys):
+    assert main(["train", CONFIG, "MODEL.FCOS.NUM_CLASSES", "81", "DATASETS.ROOT", str(tmp_path),
+                 "DATASETS.SHAPES.NUM_TRAIN", "2", "DATASETS.SHAPES.NUM_VAL", "1", "DATASETS.SHAPES.IMAGE_SIZE", "32",
+                 "OUTPUT_DIR", str(tmp_path / "out")]) == 2
+    assert "set MODEL.FCOS.NUM_CLASSES 4" in capsys.readouterr().err

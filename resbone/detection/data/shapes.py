@@ -1,6 +1,6 @@
 """A synthetic detection set: coloured squares, circles and triangles on noisy backgrounds, as COCO json + PNG.
 
-Objects range from small (~8% of the image side) to large (~70%), may occlude each other (the box is the
+Objects range from small (~12% of the image side) to large (~70%), may occlude each other (the box is the
 visible part's, as COCO boxes are, and an object less than 35% visible is dropped) and every image is a
 pure function of (seed, split, index), so the set is the same on every machine. Used by the built-in
 `shapes_train` / `shapes_val` names and `resbone data shapes`. Proven by tests/detection/test_data.py.
@@ -35,7 +35,7 @@ def _draw_shape(draw: ImageDraw.ImageDraw, kind: str, cx: float, cy: float, size
     draw.polygon([(cx + radius * math.cos(a), cy + radius * math.sin(a)) for a in corners], fill=fill)
 
 
-def _render(rng: np.random.Generator, size: int, *, min_frac: float = 0.08, max_frac: float = 0.7,
+def _render(rng: np.random.Generator, size: int, *, min_frac: float = 0.12, max_frac: float = 0.7,
             max_objects: int = 6):
     background = rng.integers(0, 256, size=3)
     image = Image.new("RGB", (size, size), tuple(int(c) for c in background))
