@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if "OMP_NUM_THREADS" not in os.environ:  # one thread per test process; `make test` runs two processes
+    torch.set_num_threads(1)
 
 
 def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:

@@ -254,8 +254,6 @@ class Trainer:
         self.start_iter = int(state["iteration"])
         logger.info("resumed from %s at iteration %d (lr %.6g)", path, self.start_iter,
                     self.optimizer.param_groups[0]["lr"])
-        if comm.is_main_process():
-            _truncate_metrics(os.path.join(self.output_dir, "metrics.jsonl"), self.start_iter)
 
     # -- the loop
     def train(self) -> dict:
@@ -276,6 +274,8 @@ class Trainer:
             logger.info("training %d -> %d iterations, %d images per batch over %d process(es) on %s",
                         self.start_iter, max_iter, solver.IMS_PER_BATCH, comm.get_world_size(), self.device)
         metrics_path = os.path.join(self.output_dir, "metrics.jsonl")
+        if main:  # a fresh run starts a fresh log; a resumed one drops what it will write again
+            _truncate_metrics(metrics_path, self.start_iter)
         bar = tqdm(total=max_iter, initial=self.start_iter, disable=not (main and solver.PROGRESS_BAR),
                    dynamic_ncols=True, desc="train", file=sys.stderr)
         losses, window, window_size = {}, {}, 0
@@ -361,7 +361,7 @@ def _write_json(path: str, data) -> None:
 
 
 def _truncate_metrics(path: str, iteration: int) -> None:
-    """Drop the records a resumed run will write again (those after the checkpoint's iteration)."""
+    """Keep only the training records up to `iteration` (0: none)."""
     if not os.path.isfile(path):
         return
     with open(path) as handle:
