@@ -222,7 +222,11 @@ class Trainer:
         if model is None:
             model = (model_fn or build_model)(cfg)
         if cfg.MODEL.USE_SYNCBN and comm.get_world_size() > 1:
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:  # torch's SyncBatchNorm runs on GPUs only
+                logger.warning("MODEL.USE_SYNCBN: SyncBatchNorm needs GPUs; on the CPU each process keeps "
+                               "its own BatchNorm statistics")
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(cfg, self.model)
         self.scheduler = build_lr_scheduler(cfg, self.optimizer)
