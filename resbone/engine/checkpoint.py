@@ -3,8 +3,9 @@
 Anchor: FCOS/maskrcnn-benchmark `utils/checkpoint.py` (`model_NNNNNNN.pth`, `model_final.pth` and a
 `last_checkpoint` file naming the newest) with two changes: every file is written to a temporary name
 and moved in place with os.replace (an interrupted save never leaves a truncated checkpoint), and
-files are read with torch.load(weights_only=True) (no code runs from a checkpoint). Proven by
-tests/engine/test_trainer.py (resume).
+files are read with torch.load(weights_only=True) (no code runs from a checkpoint). Weights for a
+model (MODEL.WEIGHT, --weights) go through resbone.convert, which reads every dialect. Proven by
+tests/engine/test_trainer.py (resume) and tests/engine/test_cli.py (eval / predict from weights).
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["save_checkpoint", "last_checkpoint", "load_checkpoint", "load_weights", "read_state_dict"]
+from resbone import convert as resbone_convert
+
+__all__ = ["save_checkpoint", "last_checkpoint", "load_checkpoint", "load_weights"]
 
 logger = logging.getLogger("resbone")
 
@@ -58,43 +61,16 @@ def load_checkpoint(path: str) -> dict[str, Any]:
                          f"{error}") from None
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The model weights of a file: a resbone checkpoint ('model'), a plain state_dict, or .safetensors."""
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(path)
-    elif path.endswith(".pkl"):
-        raise ValueError(f"{path} is a Caffe2/Detectron pickle: convert it first with `resbone convert` "
-                         "and pass the converted file")
-    else:
-        state = load_checkpoint(path)
-    for key in ("model", "state_dict"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path} holds no state_dict of tensors")
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
-
-
 def load_weights(model: nn.Module, path: str) -> None:
-    """Load a whole-detector checkpoint, or a backbone-only one into `model.backbone` (FCOS's
-    MODEL.WEIGHT is usually an ImageNet backbone). Tensors whose shape differs (another number of
-    classes) are skipped with a warning; no matching key at all is an error."""
-    state = read_state_dict(path)
-    target, own = model, model.state_dict()
-    if not set(state) & set(own) and hasattr(model, "backbone"):
-        target, own = model.backbone, model.backbone.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise ValueError(f"no tensor of {path} matches the model's parameter names (e.g. "
-                         f"{next(iter(state), '-')!r} vs {next(iter(own), '-')!r}); convert it with "
-                         "`resbone convert` first")
-    skipped = sorted(k for k in state if k in own and k not in matched)
-    if skipped:
-        logger.warning("%s: %d tensors have another shape and are not loaded: %s", path, len(skipped),
-                       ", ".join(skipped[:5]))
-    missing = [k for k in own if k not in matched]
-    target.load_state_dict(matched, strict=False)
-    logger.info("loaded %d tensors from %s (%d of the model's left as initialised)", len(matched), path,
-                len(missing))
+    """Load MODEL.WEIGHT / --weights into `model` through resbone.convert: any dialect (a resbone
+    training checkpoint, torchvision/timm/mmdet/detectron2/FCOS files, caffe2 pickles), a whole detector
+    or a backbone-only file (FCOS's MODEL.WEIGHT is usually an ImageNet backbone). Tensors that do not
+    fit (another number of classes) are reported and left as initialised; nothing that fits is an error."""
+    report = resbone_convert.load_checkpoint(model, path, strict=False)
+    if not report.loaded:
+        raise ValueError(f"no tensor of {path} fits the model: {report.problems()}")
+    if not report.ok:
+        logger.warning("%s (%s dialect): loaded %d tensors; %s", path, report.dialect, len(report.loaded),
+                       report.problems())
+    else:
+        logger.info("loaded %d tensors from %s (%s dialect)", len(report.loaded), path, report.dialect)

@@ -113,3 +113,26 @@ def test_amp_and_clipping_run(tmp_path):
     after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
     assert torch.isfinite(torch.tensor(result["loss"]))
     assert 0 < float((after - before).norm()) <= 0.05 * 1e-3 * (1 + 1e-4)
+
+
+def test_model_weight_from_a_torchvision_backbone_file_fills_the_detector_backbone(tmp_path):
+    """FCOS's MODEL.WEIGHT is usually ImageNet weights of the body alone: they land in model.backbone
+    through resbone.convert, and the FPN / head keep their own initialisation."""
+    import torchvision
+
+    from resbone.detection.detector import build_detector
+    from resbone.engine.checkpoint import load_weights
+
+    reference = torchvision.models.resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    cfg = load_cfg(None, ["MODEL.BACKBONE.CONV_BODY", "R-18-FPN-RETINANET", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+                          "MODEL.FCOS.NUM_CLASSES", "4"])
+    model = build_detector(cfg)
+    head_before = model.head.cls_logits.weight.clone()
+    load_weights(model, str(tmp_path / "r18.pth"))
+    for key, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(value, reference.state_dict()[key], rtol=0, atol=0)
+    assert torch.equal(model.head.cls_logits.weight, head_before)
+    with pytest.raises(ValueError, match="no dialect"):
+        torch.save({"something.else": torch.zeros(3)}, tmp_path / "junk.pth")
+        load_weights(model, str(tmp_path / "junk.pth"))
