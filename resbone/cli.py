@@ -63,6 +63,32 @@ def _run_list(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- export (deploy) -------------------------------------------------------------------------------
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a model as ONNX (optionally with its weights and folded norms)")
+    p.add_argument("name", help="a registered model name (see `resbone list`)")
+    p.add_argument("output", metavar="OUT", help="the .onnx file to write (atomically)")
+    p.add_argument("--checkpoint", default=None, help="weights to load first, in any dialect resbone.convert reads")
+    p.add_argument("--input-size", nargs=2, type=int, default=[224, 224], metavar=("H", "W"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model argument, e.g. --set num_classes=None (value parsed as YAML)")
+    p.add_argument("--fuse", action="store_true", help="fold BatchNorm / FrozenBN into the convs first")
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from resbone.deploy import export_onnx, fuse_conv_norm
+    from resbone.models.registry import create_model
+
+    model = create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set))
+    if args.fuse:
+        model = fuse_conv_norm(model)
+    path = export_onnx(model, args.output, input_size=tuple(args.input_size))
+    print(f"wrote {path} ({args.name}, input 1x{getattr(model, 'in_channels', 3)}x{args.input_size[0]}x"
+          f"{args.input_size[1]}, dynamic batch)")
+    return 0
+
+
 # ---- convert (checkpoints) ------------------------------------------------------------------------
 def _add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a checkpoint between dialects",
@@ -212,7 +238,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 # ---- entry point ----------------------------------------------------------------------------------
-_COMMANDS = (_add_summary, _add_list, _add_convert, _add_data, _add_train, _add_eval, _add_predict)
+_COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, _add_data, _add_train, _add_eval, _add_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

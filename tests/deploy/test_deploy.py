@@ -65,3 +65,21 @@ def test_export_errors_are_clear(tmp_path):
         export_onnx(ResNet(18), tmp_path / "m.onnx", input_size=(8,))
     with pytest.raises(TypeError, match="nn.Module"):
         fuse_conv_norm("resnet18")
+
+
+def test_export_command_writes_onnx_with_the_checkpoint_weights(tmp_path):
+    from resbone.cli import main
+
+    torch.manual_seed(0)
+    reference = randomize_norms(torchvision.models.resnet18(weights=None, num_classes=7)).eval()
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    out = tmp_path / "r18.onnx"
+    assert main(["export", "resnet18", str(out), "--checkpoint", str(tmp_path / "r18.pth"), "--fuse",
+                 "--input-size", "64", "64", "--set", "num_classes=7"]) == 0
+    x = torch.randn(2, 3, 64, 64)
+    got = onnxruntime.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    with torch.no_grad():
+        expected = reference(x).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+    assert main(["export", "resnet18", str(tmp_path / "x.onnx"), "--set", "depht=18"]) == 2
+    assert not (tmp_path / "x.onnx").exists()
