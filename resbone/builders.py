@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import warnings
 from typing import Any, Mapping
 
 from torch import nn
@@ -131,7 +132,10 @@ def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> n
                              f"or build with load_pretrained=False")
         from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
 
-        load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
+        report = load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
+        if not report.ok:  # mmdet/mmengine log what strict=False left out; staying silent hid a wrong file
+            warnings.warn(f"{kind} pretrained {checkpoint!r} (dialect {report.dialect}) loaded "
+                          f"{len(report.loaded)} tensors; {report.problems()}", stacklevel=2)
     return model
 
 

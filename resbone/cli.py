@@ -111,13 +111,17 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 def _run_convert(args: argparse.Namespace) -> int:
     from resbone.convert import (DIALECTS, detect_dialect, load_checkpoint, load_state_dict_file,
                                  resolve_dialect, save_state_dict_file)
+    from resbone.convert.detect import check_fits
 
     dst = resolve_dialect(args.dst)
     src = "auto" if args.src == "auto" else resolve_dialect(args.src)
     state_dict = load_state_dict_file(args.input)
     src = detect_dialect(state_dict) if src == "auto" else src
     eps = {} if args.eps is None else {"eps": args.eps}
+    if eps and "caffe2" not in (src, dst):  # as --prefix: an option that would be ignored is an error
+        raise ValueError(f"--eps applies when reading or writing caffe2 only, not {src!r} -> {dst!r}")
     native = DIALECTS[src].to_native(state_dict, **(eps if src == "caffe2" else {}))
+    check_fits(native, src, source=args.input)
     if args.arch is not None:
         from resbone.models.registry import create_model
 
@@ -250,7 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `KEY VALUE` overrides may also follow an option (`eval CFG --weights W MODEL.DEVICE cpu`): argparse
+    # ends a positional `nargs='*'` at the first option, so the rest arrives here.
+    if extra and isinstance(getattr(args, "opts", None), list) and not any(e.startswith("-") for e in extra):
+        args.opts += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except (ValueError, TypeError, KeyError, FileNotFoundError) as error:

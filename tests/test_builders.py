@@ -149,7 +149,9 @@ def test_pretrained_goes_through_resbone_convert(monkeypatch, tmp_path):
     import resbone.convert
 
     calls = []
-    monkeypatch.setattr(resbone.convert, "load_checkpoint", lambda *a, **k: calls.append((a, k)))
+    # returns a clean report, as the real one does for a fitting file (build_backbone reads it to warn)
+    monkeypatch.setattr(resbone.convert, "load_checkpoint",
+                        lambda *a, **k: calls.append((a, k)) or resbone.convert.LoadReport("resbone"))
     path = str(tmp_path / "any.pth")
     model = build_backbone(dict(type="ResNet", depth=18, init_cfg=dict(type="Pretrained", checkpoint=path)))
     assert calls == [((model, path), dict(dialect="auto", strict=False, prefix=None))]
@@ -293,3 +295,18 @@ def test_fcos_group_norm_needs_exactly_one_of_dim_per_gp_and_num_groups():
     cfg.MODEL.GROUP_NORM.update(DIM_PER_GP=16, NUM_GROUPS=32)
     with pytest.raises(ValueError, match="exactly one of DIM_PER_GP"):
         build_fcos_backbone(cfg)
+
+
+def test_pretrained_that_does_not_fit_warns_naming_the_problems(tmp_path):
+    """strict=False as mmdet, but not silent: a resnet18 file given to a depth-50 config used to load a
+    handful of tensors without a word. The warning names the missing and mismatched keys."""
+    import warnings
+
+    path = tmp_path / "r18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.warns(UserWarning, match=r"ResNet pretrained .*r18\.pth.*missing.*layer1\.0\.conv3\.weight"):
+        build_backbone(dict(type="ResNet", depth=50, pretrained=str(path)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fitting file (its fc dropped for a backbone) stays quiet
+        model = build_backbone(dict(type="ResNet", depth=18, pretrained=str(path)))
+    assert torch.equal(model.layer4[1].conv2.weight, torch.load(path)["layer4.1.conv2.weight"])

@@ -13,7 +13,7 @@ import torch
 from resbone.convert.common import TORCHVISION_BODY_KEY, is_native_key
 from resbone.convert.dialects import DIALECTS
 
-__all__ = ["detect_dialect", "dialect_scores"]
+__all__ = ["check_fits", "detect_dialect", "dialect_scores"]
 
 _SHOWN = 5
 
@@ -53,3 +53,18 @@ def detect_dialect(state_dict: Mapping[str, torch.Tensor]) -> str:
     if best == "resbone" and all(TORCHVISION_BODY_KEY.match(k) for k in state_dict):
         return "torchvision"
     return best
+
+
+def check_fits(native: Mapping[str, torch.Tensor], dialect: str, *, source: str = "the state dict") -> None:
+    """Refuse a dialect named by the user that does not explain `source`: `native` (its to_native result)
+    must have at least half its keys in resbone's grammar, the bar detect_dialect sets. Without this a
+    wrong --from passes the keys through unrenamed and the output is written under the wrong names."""
+    unexplained = [k for k in native if not is_native_key(k)]
+    if native and len(unexplained) * 2 > len(native):
+        try:
+            hint = f"; the keys look like {detect_dialect(native)!r}"
+        except ValueError:
+            hint = ""
+        raise ValueError(f"{source} is not in the {dialect!r} dialect: {len(unexplained)} of its {len(native)} keys "
+                         f"are not {dialect} names, e.g. {unexplained[:_SHOWN]}{hint}; "
+                         f"leave the dialect out ('auto') to detect it")

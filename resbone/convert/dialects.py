@@ -69,7 +69,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], src: str = "auto"
     Options go to the dialect that takes them: eps (caffe2), prefix / conv_bias (mmdet), strides
     (mmpretrain), num_batches_tracked (maskrcnn). Tensors are shared, not copied, unless a value must
     change (caffe2 BN folding, mmdet's 0-d scales)."""
-    from resbone.convert.detect import detect_dialect
+    from resbone.convert.detect import check_fits, detect_dialect
     from resbone.convert.io import unwrap_state_dict
 
     state_dict = unwrap_state_dict(state_dict)
@@ -77,6 +77,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], src: str = "auto"
     dst = resolve_dialect(dst)
     to_opts, from_opts = _split_options(src, dst, options)
     native = DIALECTS[src].to_native(state_dict, **to_opts)
+    check_fits(native, src)
     return DIALECTS[dst].from_native(native, **from_opts)
 
 

@@ -164,11 +164,11 @@ def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str | os.
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"output path must be a str or os.PathLike, got {type(path).__name__} {path!r}")
     p = Path(path)
+    if p.is_dir():  # before the suffix: `resbone convert a.pth outdir/` is a directory, not a bad suffix
+        raise ValueError(f"output {str(p)!r} is a directory; give a file name ending in one of {', '.join(FORMATS)}")
     if p.suffix not in FORMATS:
         raise ValueError(f"cannot tell the format of {str(p)!r} from its suffix {p.suffix!r}; "
                          f"allowed suffixes: {', '.join(FORMATS)}")
-    if p.is_dir():
-        raise ValueError(f"output {str(p)!r} is a directory; give a file name ending in one of {', '.join(FORMATS)}")
     if source is not None and p.exists() and Path(source).exists() and os.path.samefile(p, source):
         raise ValueError(f"refusing to overwrite the input checkpoint {str(source)!r}; choose another output path")
     folder = p.parent if str(p.parent) else Path(".")

@@ -103,6 +103,25 @@ def _adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.repeat(1, repeat, 1, 1)[:, :in_channels] * (weight.shape[1] / in_channels)
 
 
+def _unbuilt_features(model: nn.Module) -> Any:
+    """A test for checkpoint keys of stages a MobileNetV2 backbone leaves out: it builds only up to its
+    last out_index (so every parameter gets a gradient), and a full checkpoint's later `features.N` have
+    nowhere to go; they are dropped like a classifier the backbone does not have, not "unexpected"."""
+    from resbone.models.mobilenetv2 import MobileNetV2
+
+    built = {f"{name}.features." if name else "features.": len(module.features)
+             for name, module in model.named_modules() if isinstance(module, MobileNetV2) and not module.num_classes}
+
+    def unbuilt(key: str) -> bool:
+        for prefix, count in built.items():
+            index = key[len(prefix):].split(".", 1)[0] if key.startswith(prefix) else ""
+            if index.isdigit() and int(index) >= count:
+                return True
+        return False
+
+    return unbuilt
+
+
 def _read(checkpoint: Any) -> StateDict:
     if isinstance(checkpoint, (str, os.PathLike)):
         return load_state_dict_file(checkpoint)
@@ -146,6 +165,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping[st
         raise TypeError(f"unknown option(s) {unknown}; load_checkpoint takes eps (caffe2)")
     state_dict = _read(checkpoint)
     if prefix:
+        # mmengine adds the dot too: init_cfg prefix='backbone' means the keys under 'backbone.'
+        prefix = prefix if prefix.endswith(".") else prefix + "."
         state_dict = strip_prefix(state_dict, prefix)
         if not state_dict:
             raise ValueError(f"no checkpoint key starts with prefix {prefix!r}")
@@ -156,12 +177,13 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping[st
     report = LoadReport(dialect=name, dropped=dropped)
 
     first = _first_conv(model_state)
+    unbuilt = _unbuilt_features(model)
     to_load: StateDict = {}
     for key, value in native.items():
         target = model_state.get(key)
         classifier = any(key == c or key.endswith("." + c) for c in _CLASSIFIER)
         if target is None:
-            if key.endswith("num_batches_tracked") or classifier:
+            if key.endswith("num_batches_tracked") or classifier or unbuilt(key):
                 report.dropped.append(key)
             else:
                 report.unexpected.append(key)
@@ -171,7 +193,8 @@ def load_checkpoint(model: nn.Module, checkpoint: str | os.PathLike | Mapping[st
                     and value.shape[2:] == target.shape[2:]:
                 value = _adapt_input_conv(value, target.shape[1])
                 report.adapted.append(f"{key} ({value.shape[1]} input channels)")
-            elif classifier:
+            elif classifier and value.shape[0] != target.shape[0]:
+                # another number of classes; another input width (resnet18's fc into resnet50) is a mismatch
                 if key.endswith("weight"):
                     warnings.warn(f"dropped the checkpoint's classifier {key} {list(value.shape)}: the model's is "
                                   f"{list(target.shape)} (another number of classes); it keeps its initial "

@@ -200,6 +200,10 @@ def from_native(state_dict: Mapping[str, torch.Tensor], *, prefix: str = "",
     head towers' conv biases ('auto': drop when all zero, as mmdet's default FCOSHead has none)."""
     if conv_bias not in ("auto", True, False):
         raise ValueError(f"conv_bias must be 'auto', True or False, got {conv_bias!r}")
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string such as 'backbone.', got {prefix!r}")
+    if prefix and not prefix.endswith("."):
+        prefix += "."  # mmengine's reading of init_cfg prefix='backbone': never 'backboneconv1.weight'
     body, rest, detector = split_native(state_dict)
     norm = "gn" if "features.0.1.weight" in body and "features.0.1.running_mean" not in body else "bn"
     if "features.0.0.weight" in body:

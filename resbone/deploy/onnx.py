@@ -26,8 +26,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: Sequen
     if path.is_dir():
         raise ValueError(f"ONNX output {str(path)!r} is a directory; give a file name such as model.onnx")
     channels = in_channels or getattr(model, "in_channels", 3)
-    model = model.eval()
-    example = torch.randn(1, channels, *input_size)
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        return _export(model.eval(), path, torch.randn(1, channels, *input_size), opset, dynamic_batch)
+    finally:
+        for module, training in modes:  # the caller's model keeps its modes (frozen stages, norm_eval included)
+            module.training = training
+
+
+def _export(model: nn.Module, path: Path, example: torch.Tensor, opset: int, dynamic_batch: bool) -> Path:
     with torch.no_grad():
         outputs = model(example)
     names = ["logits"] if isinstance(outputs, torch.Tensor) else [f"features.{i}" for i in range(len(outputs))]

@@ -45,6 +45,7 @@ FCOS_MODEL_DEFAULTS: dict[str, Any] = {
     },
     "INPUT": {
         "MIN_SIZE_TRAIN": (800,),
+        "MIN_SIZE_RANGE_TRAIN": (-1, -1),
         "MAX_SIZE_TRAIN": 1333,
         "MIN_SIZE_TEST": 800,
         "MAX_SIZE_TEST": 1333,
@@ -53,7 +54,7 @@ FCOS_MODEL_DEFAULTS: dict[str, Any] = {
         "TO_BGR255": True,
     },
     "DATALOADER": {"SIZE_DIVISIBILITY": 0},
-    "TEST": {"DETECTIONS_PER_IMG": 100},
+    "TEST": {"DETECTIONS_PER_IMG": 100, "BBOX_AUG": {"ENABLED": False}},
 }
 
 # Keys resbone adds. Each default reproduces FCOS; the comment says what torchvision does instead.

@@ -160,6 +160,19 @@ class FCOS(nn.Module):
                                  f"{boxes[bad][0].tolist()} (boxes are x1, y1, x2, y2 with x2 > x1, y2 > y1)")
 
 
+def _min_size_train(inp) -> tuple[int, ...]:
+    """FCOS's build_transforms: MIN_SIZE_RANGE_TRAIN (lo, hi) other than (-1, -1) means every shorter
+    side lo..hi inclusive, and overrides MIN_SIZE_TRAIN."""
+    low_high = tuple(inp.MIN_SIZE_RANGE_TRAIN)
+    if not low_high or low_high[0] == -1:
+        sizes = inp.MIN_SIZE_TRAIN
+        return tuple(sizes) if isinstance(sizes, (list, tuple)) else (sizes,)
+    if len(low_high) != 2 or not all(isinstance(v, int) for v in low_high) or not 0 < low_high[0] <= low_high[1]:
+        raise ValueError(f"INPUT.MIN_SIZE_RANGE_TRAIN must be (-1, -1) (use MIN_SIZE_TRAIN) or two ints "
+                         f"0 < low <= high, e.g. (640, 800), got {low_high!r}")
+    return tuple(range(low_high[0], low_high[1] + 1))
+
+
 def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:
     """FCOS from a yacs config with FCOS's keys (missing ones take the defaults of
     resbone.detection.defaults). `backbone` overrides MODEL.BACKBONE.CONV_BODY (any resbone backbone
@@ -190,9 +203,11 @@ def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:
     head = FCOSHead(out_channels, fcos.NUM_CLASSES - 1, strides=strides, num_convs=int(fcos.NUM_CONVS),
                     prior_prob=float(fcos.PRIOR_PROB), centerness_on_reg=bool(fcos.CENTERNESS_ON_REG),
                     norm_reg_targets=bool(fcos.NORM_REG_TARGETS), dcn=dcn)
+    if cfg.TEST.BBOX_AUG.ENABLED:
+        raise ValueError("TEST.BBOX_AUG.ENABLED (test-time augmentation) is not supported by resbone's FCOS; "
+                         "set it to False")
     transform = DetectionTransform(
-        min_size_train=tuple(inp.MIN_SIZE_TRAIN) if isinstance(inp.MIN_SIZE_TRAIN, (list, tuple))
-        else (inp.MIN_SIZE_TRAIN,), max_size_train=inp.MAX_SIZE_TRAIN, min_size_test=inp.MIN_SIZE_TEST,
+        min_size_train=_min_size_train(inp), max_size_train=inp.MAX_SIZE_TRAIN, min_size_test=inp.MIN_SIZE_TEST,
         max_size_test=inp.MAX_SIZE_TEST, pixel_mean=list(inp.PIXEL_MEAN), pixel_std=list(inp.PIXEL_STD),
         to_bgr255=bool(inp.TO_BGR255), size_divisibility=int(cfg.DATALOADER.SIZE_DIVISIBILITY))
     return FCOS(backbone, fpn, head, transform, location_offset=fcos.LOCATION_OFFSET,

@@ -30,6 +30,10 @@ def predictions_to_coco(predictions: Mapping[int, Mapping[str, torch.Tensor]],
                              f"({len(boxes)}, {len(scores)}, {len(labels)})")
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
         for box, score, label in zip(xywh, scores, labels):
+            if label_to_cat_id is not None and int(label) not in label_to_cat_id:
+                raise KeyError(f"image {image_id}: predicted label {int(label)} has no category in the "
+                               f"annotations (labels {sorted(label_to_cat_id)}); the detector's "
+                               "MODEL.FCOS.NUM_CLASSES - 1 must equal the data set's number of categories")
             category = label_to_cat_id[int(label)] if label_to_cat_id is not None else int(label)
             results.append(dict(image_id=int(image_id), category_id=int(category), bbox=box,
                                 score=float(score)))
@@ -49,12 +53,19 @@ def evaluate_coco(coco_gt, predictions: Mapping[int, Mapping[str, torch.Tensor]]
     if unknown:
         raise KeyError(f"predictions for image ids not in the annotations: {sorted(unknown)[:5]}")
     results = predictions_to_coco(predictions, label_to_cat_id)
-    if not results:
-        # pycocotools cannot load an empty result list; no detection means zero AP
-        return {name: 0.0 for name in COCO_METRICS}
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        coco_dt = coco_gt.loadRes(results)
+        if results:
+            coco_dt = coco_gt.loadRes(results)
+        else:
+            # pycocotools' loadRes cannot take an empty list; an empty result set still gets COCOeval's
+            # numbers: 0, or -1 where the images have no object of that size (as with any detections)
+            from pycocotools.coco import COCO
+
+            coco_dt = COCO()
+            coco_dt.dataset = dict(images=list(coco_gt.imgs.values()), categories=list(coco_gt.cats.values()),
+                                   annotations=[])
+            coco_dt.createIndex()
         evaluator = COCOeval(coco_gt, coco_dt, "bbox")
         evaluator.params.imgIds = sorted(int(i) for i in predictions)
         evaluator.evaluate()

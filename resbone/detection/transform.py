@@ -81,6 +81,10 @@ class DetectionTransform(nn.Module):
         for i, image in enumerate(images):
             h, w = image.shape[-2:]
             scale = self.target_size(h, w)
+            if math.floor(h * scale) < 1 or math.floor(w * scale) < 1:
+                raise ValueError(f"image {i} ({h}x{w} pixels) would be resized to "
+                                 f"{math.floor(h * scale)}x{math.floor(w * scale)}: its aspect ratio is too extreme "
+                                 f"for the MIN_SIZE / MAX_SIZE of INPUT (the longer side is capped first)")
             # torchvision normalizes before resizing; both are linear per channel, so the order only
             # matters to rounding, and following torchvision keeps the batch bit-comparable.
             image = F.interpolate(self.normalize(image)[None], scale_factor=scale, mode="bilinear",

@@ -416,9 +416,11 @@ def check_cfg(cfg: CN) -> None:
     steps = list(cfg.SOLVER.STEPS)
     if steps != sorted(steps):
         raise ValueError(f"SOLVER.STEPS must be increasing, got {tuple(steps)}")
-    for key in ("MAX_ITER", "IMS_PER_BATCH", "CHECKPOINT_PERIOD"):
-        if cfg.SOLVER[key] <= 0:
-            raise ValueError(f"SOLVER.{key} must be positive, got {cfg.SOLVER[key]}")
+    for key in ("SOLVER.MAX_ITER", "SOLVER.IMS_PER_BATCH", "SOLVER.CHECKPOINT_PERIOD", "SOLVER.LOG_PERIOD",
+                "TEST.IMS_PER_BATCH"):
+        section, name = key.split(".")
+        if cfg[section][name] <= 0:
+            raise ValueError(f"{key} must be positive, got {cfg[section][name]}")
 
 
 def check_weight(weight: str) -> str:
@@ -430,6 +432,8 @@ def check_weight(weight: str) -> str:
             f"MODEL.WEIGHT {weight!r} is a catalog name or URL and resbone never downloads: download the "
             "file yourself and pass its local path (`MODEL.WEIGHT /path/to/R-50.pkl`), or train from "
             "scratch with `MODEL.WEIGHT ''`")
+    if os.path.isdir(weight):
+        raise ValueError(f"MODEL.WEIGHT {weight!r} is a directory; pass the path of a checkpoint file in it")
     if not os.path.isfile(weight):
         raise ValueError(f"MODEL.WEIGHT {weight!r} does not exist; pass the path of a local checkpoint file")
     return weight

@@ -34,13 +34,26 @@ __all__ = ["Trainer", "build_model", "build_dataset", "build_train_batches", "bu
 logger = logging.getLogger("resbone")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to sys.stdout as it is at each record (redirect_stdout, pytest's capture), not as it was
+    when the first Trainer set the logger up."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(output_dir: str | None = None) -> None:
     """Rank 0 logs to stdout (and OUTPUT_DIR/log.txt); other ranks only warnings."""
     logger.setLevel(logging.INFO if comm.is_main_process() else logging.WARNING)
     logger.propagate = False
     formatter = logging.Formatter("[%(asctime)s] %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_resbone", None) == "stream" for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(formatter)
         handler._resbone = "stream"
         logger.addHandler(handler)
@@ -208,6 +221,8 @@ class Trainer:
                  model_fn: Callable | None = None) -> None:
         self.cfg = cfg
         self.output_dir = cfg.OUTPUT_DIR
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ValueError(f"OUTPUT_DIR {self.output_dir} is a file; pass a folder for the checkpoints and logs")
         comm.init_distributed(str(cfg.MODEL.DEVICE) if torch.cuda.is_available() else "cpu")
         setup_logging(self.output_dir)
         self.device = select_device(cfg)
@@ -249,13 +264,17 @@ class Trainer:
             logger.info("--resume: no checkpoint in %s, starting from iteration 0", self.output_dir)
             return
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        random.setstate(_python_rng_restore(state["python_rng"]))
-        self.start_iter = int(state["iteration"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(_python_rng_restore(state["python_rng"]))
+            self.start_iter = int(state["iteration"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as error:
+            raise ValueError(f"--resume: {path} does not fit this run ({type(error).__name__}: {error}); resume "
+                             "with the config it was written with, or train afresh in another OUTPUT_DIR") from None
         logger.info("resumed from %s at iteration %d (lr %.6g)", path, self.start_iter,
                     self.optimizer.param_groups[0]["lr"])
 
@@ -368,9 +387,15 @@ def _truncate_metrics(path: str, iteration: int) -> None:
     """Keep only the training records up to `iteration` (0: none)."""
     if not os.path.isfile(path):
         return
+    lines = []
     with open(path) as handle:
-        lines = [ln for ln in handle if ln.strip() and json.loads(ln).get("iter", 0) <= iteration
-                 and "dataset" not in json.loads(ln)]
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short when the interrupted run was killed
+                continue
+            if isinstance(record, dict) and record.get("iter", 0) <= iteration and "dataset" not in record:
+                lines.append(line if line.endswith("\n") else line + "\n")
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as handle:
         handle.writelines(lines)

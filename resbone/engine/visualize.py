@@ -21,8 +21,16 @@ _COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30
 def read_metrics(path: str) -> list[dict]:
     if not os.path.isfile(path):
         return []
+    rows = []
     with open(path) as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+        for line in handle:
+            try:
+                row = json.loads(line)
+            except ValueError:  # blank, or cut short by a killed run
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
 
 
 def plot_curves(output_dir: str, name: str = "curves.png") -> str | None:

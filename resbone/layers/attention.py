@@ -246,6 +246,11 @@ class GeneralizedAttention(nn.Module):
                 and "1" in attention_type):
             raise ValueError(f"GeneralizedAttention attention_type {attention_type!r} must be four 0/1 flags "
                              "with at least one 1, e.g. '1111' or '0010'")
+        for name, stride in (("kv_stride", kv_stride), ("q_stride", q_stride)):
+            # a stride of 0 used to skip the pooling yet multiply the positions by 0 (a silent wrong geometry)
+            if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+                raise ValueError(f"GeneralizedAttention {name} must be a positive int (1 = no downsampling), "
+                                 f"got {stride!r}")
         if num_heads < 1 or in_channels // num_heads < 1:
             raise ValueError(f"GeneralizedAttention num_heads={num_heads!r} must be in 1..in_channels={in_channels}")
         self.in_channels = in_channels

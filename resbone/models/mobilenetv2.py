@@ -163,6 +163,9 @@ class MobileNetV2(FreezableBackbone):
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"MobileNetV2 expects a (N, {self.in_channels}, H, W) tensor, got {shape}")
+        if not x.is_floating_point():
+            raise TypeError(f"MobileNetV2 expects a floating-point tensor, got {x.dtype} (an image batch? convert "
+                            f"it with x.float() and normalise it first)")
         x = self.features[0](x)
         outs, start = [], 1
         for stage, end in enumerate(self.stage_ends):

@@ -231,6 +231,16 @@ class ResNet(FreezableBackbone):
                              f"got {style!r}")
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")
+        for name, value in (("stem_channels", 1 if stem_channels is None else stem_channels),
+                            ("base_channels", base_channels), ("groups", groups), ("base_width", base_width)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if deep_stem and (base_channels if stem_channels is None else stem_channels) < 2:
+            raise ValueError(f"deep_stem halves stem_channels in its first two convs, so stem_channels must be "
+                             f">= 2, got {base_channels if stem_channels is None else stem_channels!r}")
+        if base_channels * base_width < 64:  # Bottleneck width = int(planes * base_width / 64) * groups
+            raise ValueError(f"base_channels * base_width / 64 must be >= 1 (the first stage's width per group), "
+                             f"got base_channels={base_channels}, base_width={base_width}")
         if ibn not in (None, "a"):
             raise ValueError(f"ibn must be None or 'a' (IBN-a), got {ibn!r}")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
@@ -362,6 +372,9 @@ class ResNet(FreezableBackbone):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"ResNet expects a torch.Tensor of shape (N, {self.in_channels}, H, W), "
                             f"got {type(x).__name__}")
+        if not x.is_floating_point():  # uint8 images otherwise fail inside conv2d ("expected scalar type")
+            raise TypeError(f"ResNet expects a floating-point tensor, got {x.dtype} (an image batch? convert it "
+                            f"with x.float() and normalise it first)")
         if x.dim() != 4:
             raise ValueError(f"ResNet expects a 4-D batch (N, C, H, W), got a {x.dim()}-D tensor of shape "
                              f"{tuple(x.shape)}")

@@ -63,3 +63,42 @@ def test_bad_arguments_are_named(tmp_path, capsys, args, message):
     src = save_state_dict_file(random_state_dict("plain18"), tmp_path / "w.pth")
     assert main(["convert", str(src), str(tmp_path / "o.pth"), *args]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_wrong_from_dialect_is_refused_and_writes_nothing(tmp_path, capsys):
+    """--from detectron2 on a Caffe2 pickle used to pass the blob names through unrenamed and write a
+    'torchvision' file full of `res2_0_branch2a_w` keys; now it is refused, naming the keys and the
+    dialect they look like, and OUT is not written. The right --from still works."""
+    c2 = save_state_dict_file(convert_state_dict(_native18(), "resbone", "caffe2"), tmp_path / "c2.pkl",
+                              pickle_key="blobs")
+    out = tmp_path / "o.pth"
+    assert main(["convert", str(c2), str(out), "--from", "detectron2", "--to", "torchvision"]) == 2
+    err = capsys.readouterr().err
+    assert "not in the 'detectron2' dialect" in err and "conv1_w" in err and "'caffe2'" in err
+    assert not out.exists()
+    with pytest.raises(ValueError, match="not in the 'detectron2' dialect"):
+        convert_state_dict(load_state_dict_file(c2), "detectron2", "torchvision")
+    assert main(["convert", str(c2), str(out), "--from", "caffe2", "--to", "torchvision"]) == 0
+    assert "layer1.0.conv1.weight" in load_state_dict_file(out)
+
+
+def test_eps_outside_caffe2_is_refused_not_ignored(tmp_path, capsys):
+    # --eps used to be dropped silently unless one side was caffe2 (--prefix already refused the same way)
+    src = save_state_dict_file(random_state_dict("plain18"), tmp_path / "w.pth")
+    out = tmp_path / "o.pth"
+    assert main(["convert", str(src), str(out), "--to", "detectron2", "--eps", "0"]) == 2
+    assert "--eps applies when reading or writing caffe2 only" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["convert", str(src), str(tmp_path / "o.pkl"), "--to", "caffe2", "--eps", "0"]) == 0
+
+
+def test_mmdet_prefix_without_the_dot_gets_one(tmp_path):
+    # `--prefix backbone` used to write 'backboneconv1.weight', a file no tool (resbone included) could read
+    native = _native18()
+    src = save_state_dict_file(native, tmp_path / "w.pth")
+    assert main(["convert", str(src), str(tmp_path / "mm.pth"), "--to", "mmdet", "--prefix", "backbone"]) == 0
+    written = load_state_dict_file(tmp_path / "mm.pth")
+    assert "backbone.conv1.weight" in written and not any(k.startswith("backbonec") for k in written)
+    assert convert_state_dict(native, "resbone", "mmdet", prefix="backbone").keys() == written.keys()
+    assert main(["convert", str(tmp_path / "mm.pth"), str(tmp_path / "back.pth"), "--to", "torchvision"]) == 0
+    assert_identical(load_state_dict_file(tmp_path / "back.pth"), native)

@@ -195,3 +195,11 @@ def test_killed_writer_never_leaves_a_partial_out(tmp_path):
     if out.read_bytes() != b"old weights":
         loaded = load_state_dict_file(out)
         assert len(loaded) == 16 and all(torch.all(loaded[f"w{i}"] == i) for i in range(16))
+
+
+def test_an_output_directory_is_named_as_a_directory(tmp_path):
+    # `resbone convert in.pth outdir/` used to say "cannot tell the format ... from its suffix ''"
+    (tmp_path / "outdir").mkdir()
+    with pytest.raises(ValueError, match=r"outdir' is a directory; give a file name"):
+        save_state_dict_file(random_state_dict("plain18"), str(tmp_path / "outdir") + "/")
+    assert list((tmp_path / "outdir").iterdir()) == []

@@ -147,3 +147,55 @@ def test_detector_checkpoints_into_a_native_detector():
     report = load_checkpoint(NativeFCOS(), random_state_dict("plain50"), strict=False)
     assert "backbone.conv1.weight" in report.loaded and "backbone.fc.weight" in report.dropped
     assert report.missing and all(k.startswith(("fpn.", "head.")) for k in report.missing)
+
+
+def test_classifier_with_the_same_classes_but_another_width_is_a_mismatch_not_a_drop():
+    # resnet18's fc [10, 512] into a model whose fc is [10, 2048]: same classes, so not "another number of
+    # classes"; before, fc.weight was dropped with that warning while fc.bias [10] silently loaded.
+    sd = random_state_dict("plain18")
+    model = _small18(num_classes=10)
+    model.fc = torch.nn.Linear(2048, 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = load_checkpoint(model, sd, strict=False)
+    assert report.mismatched == [("fc.weight", (10, 512), (10, 2048))]
+    assert "fc.weight" not in report.dropped
+    with pytest.raises(ValueError, match=r"fc\.weight checkpoint \[10, 512\] vs model \[10, 2048\]"):
+        load_checkpoint(model, sd)
+
+
+def test_full_mobilenet_v2_weights_load_strictly_into_a_truncated_backbone():
+    """A MobileNetV2 backbone builds only up to its last out_index (FCOS's (2, 4, 6) stops at features.17);
+    torchvision's full checkpoint used to fail strict loading on features.18 ('unexpected'). Those keys
+    are now dropped like the classifier, the maps equal torchvision's, and a real stray key still fails."""
+    import torchvision
+
+    ref = torchvision.models.mobilenet_v2().eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    model = create_model("mobilenet_v2", num_classes=0, out_indices=(2, 4, 6)).eval()
+    report = load_checkpoint(model, ref.state_dict())
+    assert report.ok and "features.18.0.weight" in report.dropped and "classifier.1.weight" in report.dropped
+    x = torch.randn(1, 3, 64, 64)
+    expected, h = [], x
+    with torch.no_grad():
+        for i, module in enumerate(ref.features):
+            h = module(h)
+            if i in (6, 13, 17):
+                expected.append(h)
+        for out, exp in zip(model(x), expected, strict=True):
+            torch.testing.assert_close(out, exp, atol=1e-4, rtol=1e-4)
+    stray = dict(ref.state_dict(), **{"features.5.extra.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match=r"unexpected .*features\.5\.extra\.weight"):
+        load_checkpoint(model, stray)
+
+
+def test_prefix_without_the_dot_means_what_mmengine_means():
+    # mmengine's init_cfg prefix='backbone' selects 'backbone.*'; before, the keys became '.layer1...' and
+    # nothing loaded ("no checkpoint key starts with..." or every key unexpected)
+    theirs = convert_state_dict(random_state_dict("fcos"), "resbone", "mmdet")
+    backbone = ResNet(50, num_classes=None, **SMALL)
+    report = load_checkpoint(backbone, theirs, dialect="mmdet", prefix="backbone")
+    assert report.ok and torch.equal(backbone.layer1[0].conv1.weight, theirs["backbone.layer1.0.conv1.weight"])

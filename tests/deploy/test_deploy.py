@@ -83,3 +83,13 @@ def test_export_command_writes_onnx_with_the_checkpoint_weights(tmp_path):
     assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
     assert main(["export", "resnet18", str(tmp_path / "x.onnx"), "--set", "depht=18"]) == 2
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_export_leaves_the_callers_model_in_its_own_modes(tmp_path):
+    # export_onnx used to leave a model that was training in eval mode (torch.onnx.export restores it)
+    model = ResNet(18, num_classes=None, frozen_stages=1).train()
+    modes = {name: m.training for name, m in model.named_modules()}
+    assert modes["layer2"] and not modes["layer1"]  # frozen_stages=1: mixed modes to preserve
+    export_onnx(model, tmp_path / "m.onnx", input_size=(32, 32))
+    assert {name: m.training for name, m in model.named_modules()} == modes
+    assert (tmp_path / "m.onnx").stat().st_size > 0

@@ -130,3 +130,40 @@ def test_shapes_names_generate_on_first_use(tmp_path, monkeypatch):
         resolve_dataset("shapes_tst")
     with pytest.raises(ValueError, match=r"coco_2017_val.*instances_val2017\.json does not exist"):
         resolve_dataset("coco_2017_val")
+
+
+def test_boxes_are_clipped_to_the_image_and_empty_ones_dropped(tmp_path):
+    """A box wholly outside its image used to reach the detector as x2 < x1 and fail there; it is now
+    dropped, as maskrcnn-benchmark's clip_to_image(remove_empty=True) does. Hand-computed boxes."""
+    os.makedirs(tmp_path / "images")
+    Image.new("RGB", (20, 10)).save(tmp_path / "images" / "a.png")
+    anns = [[2, 2, 5, 5], [15, 5, 10, 10], [25, 0, 5, 5]]  # inside, half outside, wholly outside
+    coco = dict(images=[dict(id=1, file_name="a.png", width=20, height=10)],
+                categories=[dict(id=3, name="thing")],
+                annotations=[dict(id=i + 1, image_id=1, category_id=3, bbox=b, area=b[2] * b[3], iscrowd=0)
+                             for i, b in enumerate(anns)])
+    json.dump(coco, open(tmp_path / "ann.json", "w"))
+    _, target = COCODetection(str(tmp_path / "ann.json"), str(tmp_path / "images"))[0]
+    assert target["boxes"].tolist() == [[2.0, 2.0, 7.0, 7.0], [15.0, 5.0, 20.0, 10.0]]
+    assert target["labels"].tolist() == [1, 1]
+
+
+def test_shapes_into_a_file_is_a_clear_error(tmp_path):
+    """`resbone data shapes --out FILE` (or DATASETS.ROOT a file) used to end in a FileExistsError /
+    NotADirectoryError traceback from os.makedirs."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for out_dir in (tmp_path / "notes.txt", tmp_path / "notes.txt" / "shapes"):  # the folder, or above it
+        with pytest.raises(ValueError, match=r"cannot create the shapes set's folder .*notes\.txt"):
+            generate_shapes_split(str(out_dir), "train", num_images=1, image_size=32)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_annotation_of_an_unlisted_category_names_it(tmp_path):
+    """An annotation whose category_id is not in `categories` used to fail with a bare `KeyError: 9`."""
+    os.makedirs(tmp_path / "images")
+    Image.new("RGB", (20, 10)).save(tmp_path / "images" / "a.png")
+    coco = dict(images=[dict(id=1, file_name="a.png", width=20, height=10)], categories=[dict(id=3, name="thing")],
+                annotations=[dict(id=5, image_id=1, category_id=9, bbox=[1, 1, 4, 4], area=16, iscrowd=0)])
+    json.dump(coco, open(tmp_path / "ann.json", "w"))
+    with pytest.raises(KeyError, match=r"annotation 5 of .*ann\.json has category_id 9.*\[3\]"):
+        COCODetection(str(tmp_path / "ann.json"), str(tmp_path / "images"))[0]

@@ -153,6 +153,8 @@ def test_bad_inputs_raise_clear_errors(r18):
     ({"MODEL": {"FPN": {"USE_GN": True}}}, "USE_GN"),
     ({"MODEL": {"BACKBONE": {"CONV_BODY": "VGG-16"}}}, "CONV_BODY"),
     ({"INPUT": {"PIXEL_STD": [1.0, 0.0, 1.0]}}, "PIXEL_STD"),
+    ({"INPUT": {"MIN_SIZE_RANGE_TRAIN": (80, 64)}}, "MIN_SIZE_RANGE_TRAIN"),
+    ({"TEST": {"BBOX_AUG": {"ENABLED": True}}}, "BBOX_AUG"),  # used to be ignored without a word
 ])
 def test_bad_config_raises_clear_errors(overrides, match):
     cfg = _cfg()
@@ -165,3 +167,14 @@ def test_bad_config_raises_clear_errors(overrides, match):
                 cfg[section][key] = value
     with pytest.raises((ValueError, KeyError), match=match):
         build_detector(cfg)
+
+
+@pytest.mark.parametrize("range_train, expected", [
+    ((-1, -1), (64, 80)),  # FCOS's default: MIN_SIZE_TRAIN as given
+    ((60, 64), (60, 61, 62, 63, 64)),  # FCOS's build_transforms: range(lo, hi + 1), over MIN_SIZE_TRAIN
+])
+def test_min_size_range_train_gives_every_size_like_fcos(range_train, expected):
+    """INPUT.MIN_SIZE_RANGE_TRAIN (FCOS's multi-scale configs) used to be ignored without a word."""
+    cfg = _cfg()
+    cfg.INPUT.MIN_SIZE_RANGE_TRAIN = range_train
+    assert build_detector(cfg).transform.min_size_train == expected

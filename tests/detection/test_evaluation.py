@@ -93,3 +93,22 @@ def test_no_detections_is_zero_and_unknown_images_are_refused():
     assert evaluate_coco(coco, {1: empty, 2: empty}, LABEL_TO_CAT) == {name: 0.0 for name in COCO_METRICS}
     with pytest.raises(KeyError, match="not in the annotations"):
         evaluate_coco(coco, {99: empty}, LABEL_TO_CAT)
+
+
+def test_label_without_a_category_names_label_and_fix():
+    """A detector with more classes than the data set used to fail with a bare `KeyError: 5`."""
+    prediction = {7: dict(boxes=torch.tensor([[0.0, 0.0, 4.0, 4.0]]), scores=torch.tensor([0.9]),
+                          labels=torch.tensor([5]))}
+    with pytest.raises(KeyError, match=r"image 7: predicted label 5 has no category.*\[1, 2\].*NUM_CLASSES"):
+        predictions_to_coco(prediction, {1: 10, 2: 20})
+    assert predictions_to_coco({7: dict(prediction[7], labels=torch.tensor([2]))}, {1: 10, 2: 20}) == [
+        dict(image_id=7, category_id=20, bbox=[0.0, 0.0, 4.0, 4.0], score=pytest.approx(0.9))]
+
+
+def test_no_detection_scores_zero_and_minus_one_like_cocoeval():
+    """No detection at all used to give 0.0 for every number; COCOeval's convention (as with any
+    detections) is -1 for a size with no object: image 1 has a small and a medium box, no large one."""
+    empty = dict(boxes=torch.zeros(0, 4), scores=torch.zeros(0), labels=torch.zeros(0, dtype=torch.int64))
+    metrics = evaluate_coco(_coco(), {1: empty}, LABEL_TO_CAT)
+    assert metrics == dict(AP=0.0, AP50=0.0, AP75=0.0, APs=0.0, APm=0.0, APl=-1.0)
+    assert evaluate_coco(_coco(), {1: empty, 2: empty}, LABEL_TO_CAT)["APl"] == 0.0  # image 2 has a large box

@@ -74,3 +74,13 @@ def test_bad_arguments_raise_clear_errors():
         _transform(pixel_mean=[1.0, 2.0])
     with pytest.raises(ValueError, match="SIZE_DIVISIBILITY"):
         _transform(size_divisibility=-1)
+
+
+def test_image_too_thin_to_resize_is_a_clear_error():
+    """A 600x2 image at MIN 96 / MAX 96 scales by 96/600 = 0.16 to 96x0.32 -> 96x0 pixels: this used to
+    fail inside F.interpolate with a RuntimeError; a 600x7 one still works (96x1.12 -> 96x1)."""
+    transform = _transform(min_size_test=96, max_size_test=96)
+    with pytest.raises(ValueError, match=r"image 0 \(600x2 pixels\) would be resized to 96x0"):
+        transform([torch.rand(3, 600, 2)])
+    _, sizes, _ = transform([torch.rand(3, 600, 7)])
+    assert sizes == [(96, 1)]

@@ -42,7 +42,7 @@ def test_train_eval_predict_resume(tmp_path, capsys):
     assert json.loads(open(os.path.join(out, "metrics.jsonl")).readlines()[-2])["iter"] == 3
 
     weights = os.path.join(out, "model_final.pth")
-    assert main(["eval", CONFIG, *opts, "--weights", weights]) == 0
+    assert main(["eval", CONFIG, "--weights", weights, *opts]) == 0  # overrides may follow the options
     assert "shapes_val: AP " in capsys.readouterr().out
 
     image = os.path.join(str(tmp_path / "data"), os.listdir(tmp_path / "data")[0], "val", "000001.png")
@@ -60,6 +60,12 @@ def test_user_errors_exit_2_with_a_sentence(tmp_path, capsys):
     assert "download the file yourself" in capsys.readouterr().err
     assert main(["eval", CONFIG, "--weights", str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # KEY VALUE after --weights are overrides too, checked like the others
+    assert main(["eval", CONFIG, "--weights", str(tmp_path / "missing.pth"), "SOLVER.MAX_ITERS", "3"]) == 2
+    assert "unknown config key SOLVER.MAX_ITERS" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # an unknown option is still argparse's usage error
+        main(["eval", CONFIG, "--weights", "w.pth", "--bogus"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
 def test_num_classes_must_fit_the_data(tmp_path, capsys):

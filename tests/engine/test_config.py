@@ -187,6 +187,9 @@ def test_unknown_key_on_command_line():
     (["MODEL.FCOS.IOU_LOSS_TYPE", "diou"], ValueError, r"IOU_LOSS_TYPE must be one of.*giou"),
     (["SOLVER.STEPS", "(5, 2)"], ValueError, r"STEPS must be increasing"),
     (["SOLVER.IMS_PER_BATCH", "0"], ValueError, r"IMS_PER_BATCH must be positive"),
+    # these two used to crash later: `done % 0` in the training loop, DataLoader(batch_size=0) in eval
+    (["SOLVER.LOG_PERIOD", "0"], ValueError, r"SOLVER\.LOG_PERIOD must be positive, got 0"),
+    (["TEST.IMS_PER_BATCH", "0"], ValueError, r"TEST\.IMS_PER_BATCH must be positive, got 0"),
 ])
 def test_bad_overrides_raise_a_sentence(opts, error, pattern):
     """Wrong types are TypeErrors, wrong values ValueErrors; each names the key and what is allowed."""
@@ -221,3 +224,8 @@ def test_missing_local_weight(tmp_path):
     assert check_weight("") == ""
     with pytest.raises(ValueError, match="does not exist"):
         check_weight(str(tmp_path / "nope.pth"))
+
+
+def test_directory_as_weight_says_so(tmp_path):
+    with pytest.raises(ValueError, match=r"is a directory; pass the path of a checkpoint file in it"):
+        check_weight(str(tmp_path))

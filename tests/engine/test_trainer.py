@@ -136,3 +136,51 @@ def test_model_weight_from_a_torchvision_backbone_file_fills_the_detector_backbo
     with pytest.raises(ValueError, match="no dialect"):
         torch.save({"something.else": torch.zeros(3)}, tmp_path / "junk.pth")
         load_weights(model, str(tmp_path / "junk.pth"))
+
+
+def test_resume_into_another_model_is_a_clear_error(tmp_path):
+    """A checkpoint of another architecture (here 5 classes instead of 3) used to fail inside
+    load_state_dict with a RuntimeError; now a ValueError names the checkpoint and what to do."""
+    cfg = tiny_cfg(str(tmp_path / "data"), str(tmp_path / "out"), "SOLVER.MAX_ITER", "1")
+    Trainer(cfg, model_fn=lambda cfg: TinyDetector()).train()
+    with pytest.raises(ValueError, match=r"(?s)--resume: .*model_final\.pth does not fit this run.*head\.weight"):
+        Trainer(cfg, model_fn=lambda cfg: TinyDetector(num_classes=5), resume=True)
+
+
+def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
+    """OUTPUT_DIR naming an existing file used to end in a FileExistsError traceback from os.makedirs."""
+    (tmp_path / "notes.txt").write_text("mine")
+    cfg = tiny_cfg(str(tmp_path / "data"), str(tmp_path / "notes.txt"))
+    with pytest.raises(ValueError, match=r"OUTPUT_DIR .*notes\.txt is a file"):
+        Trainer(cfg, model_fn=lambda cfg: TinyDetector())
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_resume_drops_a_metrics_line_cut_short(tmp_path):
+    """A run killed while appending to metrics.jsonl leaves a partial last line; resuming used to fail
+    with a bare JSONDecodeError ('Expecting ...'). Records up to the checkpoint's iteration stay."""
+    from resbone.engine.trainer import _truncate_metrics
+    from resbone.engine.visualize import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iter": 1, "loss": 2.0, "lr": 0.1}\n\n{"iter": 2, "loss": 1.5, "lr": 0.1}\n'
+                    '{"iter": 3, "loss": 1.0, "lr": 0.1}\n{"iter": 4, "lo')
+    assert [r["iter"] for r in read_metrics(str(path))] == [1, 2, 3]
+    _truncate_metrics(str(path), 2)
+    assert path.read_text() == '{"iter": 1, "loss": 2.0, "lr": 0.1}\n{"iter": 2, "loss": 1.5, "lr": 0.1}\n'
+
+
+def test_log_follows_the_current_stdout():
+    """The log handler used to keep the sys.stdout of the first setup_logging call, so a later
+    redirect_stdout (or pytest's capsys in another test) never saw the log."""
+    import contextlib
+    import io
+
+    from resbone.engine.trainer import logger, setup_logging
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        setup_logging()
+    later = io.StringIO()
+    with contextlib.redirect_stdout(later):
+        logger.info("resumed from nowhere")
+    assert "resumed from nowhere" in later.getvalue()

@@ -207,3 +207,13 @@ def test_bad_plugin_configs_name_the_value_and_the_allowed_ones(cfg, error, word
     with pytest.raises(error) as info:
         build_plugin(cfg, 64)
     assert all(word in str(info.value) for word in words), str(info.value)
+
+
+@pytest.mark.parametrize("name,value", [("kv_stride", 0), ("q_stride", 0), ("kv_stride", -2), ("q_stride", 1.5)])
+def test_generalized_attention_strides_must_be_positive_ints(name, value):
+    # kv_stride=0 used to build: no pooling, but key positions all multiplied by 0 (wrong geometry, silently)
+    with pytest.raises(ValueError) as info:
+        build_plugin(dict(type="GeneralizedAttention", attention_type="1111", **{name: value}), 64)
+    assert name in str(info.value) and repr(value) in str(info.value), str(info.value)
+    ok = build_plugin(dict(type="GeneralizedAttention", attention_type="1111", **{name: 1}), 64)
+    assert ok(torch.randn(1, 64, 5, 6)).shape == (1, 64, 5, 6)

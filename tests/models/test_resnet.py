@@ -283,3 +283,36 @@ def test_bad_input_at_forward_time_raises_clear_errors(x, error, words):
 
 def test_public_names():
     assert resbone.ResNet is ResNet and callable(resbone.create_model)
+
+
+# Widths of 0 used to pass the constructor and fail at forward time inside torch's conv.
+@pytest.mark.parametrize("kwargs,words", [
+    (dict(depth=18, stem_channels=0), ["stem_channels", "0"]),
+    (dict(depth=18, base_channels=0), ["base_channels", "0"]),
+    (dict(depth=50, base_width=0), ["base_width", "0"]),
+    (dict(depth=50, groups=0), ["groups", "0"]),
+    (dict(depth=50, groups=2.5), ["groups", "2.5"]),
+    (dict(depth=50, base_channels=8, base_width=4), ["base_channels=8", "base_width=4"]),
+    (dict(depth=50, deep_stem=True, stem_channels=1), ["stem_channels", ">= 2", "1"]),
+])
+def test_zero_widths_are_refused_at_construction(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        ResNet(**kwargs)
+    assert all(w in str(info.value) for w in words), str(info.value)
+
+
+def test_smallest_widths_still_build_and_run():
+    # the bound is exact: base_channels * base_width = 64 gives width 1 per group, which runs
+    model = ResNet(50, base_channels=16, base_width=4, stem_channels=2, deep_stem=True,
+                   stage_blocks=(1, 1, 1, 1)).eval()
+    assert model.layer1[0].conv1.out_channels == 1
+    assert [o.shape[1] for o in model(torch.randn(1, 3, 32, 32))] == [64, 128, 256, 512]
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_integer_images_are_a_clear_type_error(name):
+    # a uint8 batch used to fail inside conv2d with "expected scalar type Byte but found Float"
+    model = resbone.create_model(name).eval()
+    with pytest.raises(TypeError, match=r"floating-point tensor, got torch\.uint8"):
+        model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
+    assert model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8).float()).shape == (1, 1000)

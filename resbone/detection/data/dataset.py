@@ -83,7 +83,13 @@ class COCODetection(torch.utils.data.Dataset):
             if ann.get("iscrowd", 0) or not _valid_box(ann["bbox"]):
                 continue
             x, y, w, h = ann["bbox"]
-            boxes.append([max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)])
+            box = [max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)]
+            if box[2] <= box[0] or box[3] <= box[1]:
+                continue  # outside the image: maskrcnn-benchmark's clip_to_image(remove_empty=True)
+            if ann["category_id"] not in self.cat_id_to_label:
+                raise KeyError(f"annotation {ann.get('id')} of {self.ann_file} has category_id {ann['category_id']}, "
+                               f"which is not among its categories {self.cat_ids}")
+            boxes.append(box)
             labels.append(self.cat_id_to_label[ann["category_id"]])
         boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor(labels, dtype=torch.int64)

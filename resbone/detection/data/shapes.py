@@ -82,8 +82,11 @@ def generate_shapes_split(out_dir: str, split: str, *, num_images: int, image_si
     if not isinstance(image_size, int) or image_size < 32:
         raise ValueError(f"image_size must be an integer >= 32 pixels, got {image_size!r}")
     image_dir = os.path.join(out_dir, split)
-    os.makedirs(image_dir, exist_ok=True)
-    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
+    try:
+        os.makedirs(image_dir, exist_ok=True)
+        os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
+    except OSError as error:  # a file in the way, no permission
+        raise ValueError(f"cannot create the shapes set's folder {out_dir}: {error}") from None
     categories = [dict(id=i + 1, name=name, supercategory="shape") for i, name in enumerate(SHAPE_CLASSES)]
     cat_ids = {c["name"]: c["id"] for c in categories}
     images, annotations = [], []
