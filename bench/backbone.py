@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.timing import load_line, ratio_table, time_interleaved
+from bench.timing import load_line, ratio_table, time_phases
 
 
 def build_models(device: torch.device, channels_last: bool) -> dict[str, nn.Module]:
@@ -64,14 +64,8 @@ def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int,
             return loss
         return step
 
-    results: dict[str, dict[str, float]] = {n: {} for n in models}
-    for kind, make, train in (("forward", forward, False), ("train step", train_step, True)):
-        for model in models.values():
-            model.train(train)
-        medians = time_interleaved({n: make(n) for n in models}, warmup=warmup, repeats=repeats, device=device)
-        for n, seconds in medians.items():
-            results[n][kind] = seconds
-    return results
+    return time_phases(models, (("forward", forward, False), ("train step", train_step, True)), warmup=warmup, repeats=repeats,
+                       device=device)
 
 
 def output_gap(models: dict[str, nn.Module], device: torch.device) -> float:

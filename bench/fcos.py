@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from bench.timing import load_line, ratio_table, time_interleaved
+from bench.timing import load_line, ratio_table, time_phases
 
 NUM_CLASSES = 91  # torchvision's COCO head: 91 logit channels
 
@@ -92,16 +92,8 @@ def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int,
             return loss
         return step
 
-    results: dict[str, dict[str, float]] = {n: {} for n in models}
-    for kind, make, train in (("inference", inference, False), ("train iter", train_iter, True)):
-        for model in models.values():
-            model.train(train)
-        medians = time_interleaved({n: make(n) for n in models}, warmup=warmup, repeats=repeats, device=device)
-        for n, seconds in medians.items():
-            results[n][kind] = seconds
-    for model in models.values():
-        model.eval()
-    return results
+    return time_phases(models, (("inference", inference, False), ("train iter", train_iter, True)), warmup=warmup, repeats=repeats,
+                       device=device)
 
 
 def detection_gap(models: dict[str, nn.Module], size: int, device: torch.device) -> str:

@@ -37,6 +37,23 @@ def time_interleaved(steps: Mapping[str, Callable[[], object]], *, warmup: int, 
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def time_phases(models: Mapping[str, torch.nn.Module],
+                phases: Sequence[tuple[str, Callable[[str], Callable[[], object]], bool]], *, warmup: int,
+                repeats: int, device: torch.device) -> dict[str, dict[str, float]]:
+    """Median seconds of each phase (name, step factory taking a model name, train mode) for every model,
+    the models interleaved within a phase; the models are left in eval mode."""
+    results: dict[str, dict[str, float]] = {n: {} for n in models}
+    for kind, make, train in phases:
+        for model in models.values():
+            model.train(train)
+        medians = time_interleaved({n: make(n) for n in models}, warmup=warmup, repeats=repeats, device=device)
+        for n, seconds in medians.items():
+            results[n][kind] = seconds
+    for model in models.values():
+        model.eval()
+    return results
+
+
 def ratio_table(results: Mapping[str, Mapping[str, float]], kinds: Sequence[str], *, batch: int,
                 reference: str = "torchvision") -> str:
     """Rows of milliseconds per kind, each with the speed relative to `reference` (> 1.00x = faster)."""
