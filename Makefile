@@ -26,9 +26,11 @@ demo: $(STAMP)
 		datasets/shapes_96px_1000_200_seed0/val/000001.png --out demo_output/predictions
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 --durations=15
 
 test-fast: $(STAMP)
+	$(VENV)/bin/ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow"
 
 bench: $(STAMP)

@@ -64,7 +64,8 @@ def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int,
             return loss
         return step
 
-    return time_phases(models, (("forward", forward, False), ("train step", train_step, True)), warmup=warmup, repeats=repeats,
+    return time_phases(models, (("forward", forward, False), ("train step", train_step, True)),
+                       warmup=warmup, repeats=repeats,
                        device=device)
 
 

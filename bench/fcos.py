@@ -92,7 +92,8 @@ def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int,
             return loss
         return step
 
-    return time_phases(models, (("inference", inference, False), ("train iter", train_iter, True)), warmup=warmup, repeats=repeats,
+    return time_phases(models, (("inference", inference, False), ("train iter", train_iter, True)),
+                       warmup=warmup, repeats=repeats,
                        device=device)
 
 

@@ -264,5 +264,6 @@ def build_fcos_backbone(cfg: Any) -> nn.Module:
                   stem_channels=int(resnets["STEM_OUT_CHANNELS"]), strides=strides, dilations=dilations,
                   style="caffe" if resnets["STRIDE_IN_1X1"] else "pytorch",
                   groups=int(resnets["NUM_GROUPS"]), base_width=int(resnets["WIDTH_PER_GROUP"]),
-                  norm_cfg=_fcos_norm(resnets, group_norm, float(backbone.get("FROZEN_BN_EPS", 0.0))), dcn=dcn, stage_with_dcn=stage_with_dcn[:num_stages],
+                  norm_cfg=_fcos_norm(resnets, group_norm, float(backbone.get("FROZEN_BN_EPS", 0.0))),
+                  dcn=dcn, stage_with_dcn=stage_with_dcn[:num_stages],
                   frozen_stages=freeze_at - 1)

@@ -56,7 +56,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_list(args: argparse.Namespace) -> int:
-    from resbone.analysis.summary import model_table_markdown, matching_models
+    from resbone.analysis.summary import matching_models, model_table_markdown
 
     names = matching_models(args.pattern)
     print(model_table_markdown(names) if args.markdown else "\n".join(names))
@@ -109,8 +109,14 @@ def _add_convert(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from resbone.convert import (DIALECTS, detect_dialect, load_checkpoint, load_state_dict_file,
-                                 resolve_dialect, save_state_dict_file)
+    from resbone.convert import (
+        DIALECTS,
+        detect_dialect,
+        load_checkpoint,
+        load_state_dict_file,
+        resolve_dialect,
+        save_state_dict_file,
+    )
     from resbone.convert.detect import check_fits
 
     dst = resolve_dialect(args.dst)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch

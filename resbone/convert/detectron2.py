@@ -18,8 +18,16 @@ from typing import Mapping
 
 import torch
 
-from resbone.convert.common import (StateDict, add_prefix, native_fpn_levels, rename, rules,
-                                    split_native, strip_prefix, sub_all)
+from resbone.convert.common import (
+    StateDict,
+    add_prefix,
+    native_fpn_levels,
+    rename,
+    rules,
+    split_native,
+    strip_prefix,
+    sub_all,
+)
 
 __all__ = ["from_native", "to_native"]
 

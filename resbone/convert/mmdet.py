@@ -27,8 +27,17 @@ from typing import Mapping, Sequence
 
 import torch
 
-from resbone.convert.common import (MBV2_BLOCK, MBV2_FEATURE, StateDict, add_prefix, count_levels,
-                                    native_fpn_levels, rename, split_native, strip_prefix)
+from resbone.convert.common import (
+    MBV2_BLOCK,
+    MBV2_FEATURE,
+    StateDict,
+    add_prefix,
+    count_levels,
+    native_fpn_levels,
+    rename,
+    split_native,
+    strip_prefix,
+)
 
 __all__ = ["from_native", "mmpretrain_from_native", "mmpretrain_to_native", "to_native"]
 

@@ -16,8 +16,14 @@ from torch import nn
 
 from resbone.builders import build_fcos_backbone
 from resbone.detection.defaults import add_fcos_config
-from resbone.detection.fcos import (IOU_LOSS_TYPES, FCOSHead, assign_targets, compute_locations, fcos_losses,
-                                    postprocess_detections)
+from resbone.detection.fcos import (
+    IOU_LOSS_TYPES,
+    FCOSHead,
+    assign_targets,
+    compute_locations,
+    fcos_losses,
+    postprocess_detections,
+)
 from resbone.detection.fpn import FPN
 from resbone.detection.transform import DetectionTransform
 

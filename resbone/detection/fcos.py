@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
 
+from resbone.utils.distributed import reduce_mean
+
 __all__ = ["FCOSHead", "IOU_LOSS_TYPES", "Scale", "assign_targets", "centerness_targets",
            "compute_locations", "fcos_losses", "iou_loss", "postprocess_detections"]
 
@@ -200,18 +202,6 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "iou", e
     raise ValueError(f"MODEL.FCOS.IOU_LOSS_TYPE must be one of {IOU_LOSS_TYPES}, got {loss_type!r}")
 
 
-def _mean_over_processes(value: float) -> float:
-    """FCOS normalizes by the positives (and centerness sums) averaged over all processes."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        world = torch.distributed.get_world_size()
-        if world > 1:
-            t = torch.tensor([value], dtype=torch.float64,
-                             device="cuda" if torch.distributed.get_backend() == "nccl" else "cpu")
-            torch.distributed.all_reduce(t)
-            return float(t.item()) / world
-    return value
-
-
 def fcos_losses(cls_logits: torch.Tensor, regression: torch.Tensor, centerness: torch.Tensor,
                 labels: torch.Tensor, reg_targets: torch.Tensor, *, iou_loss_type: str = "iou",
                 alpha: float = 0.25, gamma: float = 2.0, reg_weighting: str = "centerness") -> dict:
@@ -223,7 +213,7 @@ def fcos_losses(cls_logits: torch.Tensor, regression: torch.Tensor, centerness: 
     torchvision); loss_centerness = BCE sum / num positives.
     """
     positive = labels > 0
-    num_pos = max(_mean_over_processes(float(positive.sum().item())), 1.0)
+    num_pos = max(reduce_mean({"n": float(positive.sum().item())})["n"], 1.0)
     cls_targets = torch.zeros_like(cls_logits)
     pos_index = positive.nonzero().squeeze(1)
     cls_targets[pos_index, labels[pos_index] - 1] = 1.0
@@ -231,7 +221,7 @@ def fcos_losses(cls_logits: torch.Tensor, regression: torch.Tensor, centerness: 
     pos_targets = reg_targets[pos_index]
     ctr_targets = centerness_targets(pos_targets)
     # Every process takes part in this reduction, positives or not (else the collectives deadlock).
-    ctr_sum = _mean_over_processes(float(ctr_targets.sum().item())) if reg_weighting == "centerness" else 0.0
+    ctr_sum = reduce_mean({"n": float(ctr_targets.sum().item())})["n"] if reg_weighting == "centerness" else 0.0
     if pos_index.numel() == 0:
         # Keep the graph connected (DDP needs every parameter used) with zero losses.
         return {"loss_cls": loss_cls, "loss_reg": regression.sum() * 0.0, "loss_centerness": centerness.sum() * 0.0}

@@ -23,7 +23,7 @@ from torch import nn
 from resbone.detection.data import COCODetection, collate, resolve_dataset
 from resbone.detection.evaluation import COCO_METRICS, evaluate_coco
 from resbone.engine import distributed as comm
-from resbone.engine.checkpoint import (last_checkpoint, load_checkpoint, load_weights, save_checkpoint)
+from resbone.engine.checkpoint import last_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from resbone.engine.config import check_weight
 from resbone.engine.solver import build_lr_scheduler, build_optimizer
 from resbone.engine.visualize import plot_curves

@@ -10,8 +10,15 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from resbone.analysis import (build_model, count_macs, count_params, format_table, model_table_markdown,
-                              receptive_field, summarize)
+from resbone.analysis import (
+    build_model,
+    count_macs,
+    count_params,
+    format_table,
+    model_table_markdown,
+    receptive_field,
+    summarize,
+)
 from resbone.models.registry import create_model
 
 # torchvision's classifiers; the reference figures come from torchvision's weight metadata

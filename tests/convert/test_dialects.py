@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resbone.convert import (DIALECTS, convert_state_dict, detect_dialect, fcos_from_torchvision,
-                             fcos_to_torchvision)
+from resbone.convert import DIALECTS, convert_state_dict, detect_dialect, fcos_from_torchvision, fcos_to_torchvision
 from tests.convert.models import BUILDERS, EPS, assert_identical, random_state_dict
 
 COVERS = {

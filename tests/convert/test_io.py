@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from resbone.convert import load_state_dict_file, save_state_dict_file
 from resbone.convert import io as convert_io
+from resbone.convert import load_state_dict_file, save_state_dict_file
 from tests.convert.models import assert_identical, random_state_dict
 
 

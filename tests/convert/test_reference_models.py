@@ -1,6 +1,7 @@
 """Independent references: timm and torchvision models with random weights (random BN statistics too),
 converted into resbone's models, compute the same outputs; converted back, their state dicts are
-identical (torchvision's FCOS too: backbone, FPN and head). Caffe2's affine BN, folded from a torchvision model's BN, computes what the BN did."""
+identical (torchvision's FCOS too: backbone, FPN and head).
+Caffe2's affine BN, folded from a torchvision model's BN, computes what the BN did."""
 from __future__ import annotations
 
 import pytest

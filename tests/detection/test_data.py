@@ -10,8 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resbone.detection.data import (COCODetection, SHAPE_CLASSES, collate, generate_shapes_split, hflip,
-                                    resolve_dataset)
+from resbone.detection.data import SHAPE_CLASSES, COCODetection, collate, generate_shapes_split, hflip, resolve_dataset
 
 
 @pytest.fixture(scope="module")

@@ -123,8 +123,8 @@ def _reference_postprocess(logits, regression, centerness, locations, image_size
             level.sort(key=lambda item: -item[0])
             for score, index, k in level[:pre_nms_top_n]:
                 px, py = loc[index].tolist()
-                l, t, r, b = reg[i, :, index // w, index % w].tolist()
-                boxes.append([min(max(px - l, 0), width), min(max(py - t, 0), height),
+                left, t, r, b = reg[i, :, index // w, index % w].tolist()
+                boxes.append([min(max(px - left, 0), width), min(max(py - t, 0), height),
                               min(max(px + r, 0), width), min(max(py + b, 0), height)])
                 scores.append(score)
                 labels.append(k + 1)
@@ -178,5 +178,5 @@ def test_postprocess_thresholds_differ_as_documented():
 
 def test_postprocess_with_no_candidates():
     logits, regression, centerness, locations = _head_outputs()
-    out = postprocess_detections([l - 100 for l in logits], regression, centerness, locations, [(32, 32)] * 2)
+    out = postprocess_detections([level - 100 for level in logits], regression, centerness, locations, [(32, 32)] * 2)
     assert all(o["boxes"].shape == (0, 4) and o["scores"].shape == (0,) and o["labels"].shape == (0,) for o in out)

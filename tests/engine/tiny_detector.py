@@ -26,4 +26,4 @@ class TinyDetector(nn.Module):
                     "loss_reg": F.smooth_l1_loss(boxes / sizes, first_box / sizes)}
         probs = out[:, 4:].softmax(-1)
         scores, labels = probs.max(-1)
-        return [dict(boxes=b[None], scores=s[None], labels=l[None] + 1) for b, s, l in zip(boxes, scores, labels)]
+        return [dict(boxes=b[None], scores=s[None], labels=c[None] + 1) for b, s, c in zip(boxes, scores, labels)]

@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resbone.layers.attention import (ContextBlock, GeneralizedAttention, NonLocal2d, SqueezeExcitation,
-                                      build_plugin)
+from resbone.layers.attention import ContextBlock, GeneralizedAttention, NonLocal2d, SqueezeExcitation, build_plugin
 from resbone.models.resnet import ResNet
 
 TOL = 1e-5
