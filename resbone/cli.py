@@ -152,10 +152,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="generate datasets (the synthetic shapes set)")
     p.add_argument("kind", choices=["shapes"], help="which data set to generate")
     p.add_argument("--out", required=True, help="folder for <split>/*.png and annotations/instances_<split>.json")
-    p.add_argument("--num-train", type=int, default=1000)
-    p.add_argument("--num-val", type=int, default=200)
-    p.add_argument("--size", type=int, default=160, help="image side in pixels")
-    p.add_argument("--seed", type=int, default=0)
+    from resbone.detection.data.shapes import SHAPES_DEFAULTS
+
+    p.add_argument("--num-train", type=int, default=SHAPES_DEFAULTS["num_train"])
+    p.add_argument("--num-val", type=int, default=SHAPES_DEFAULTS["num_val"])
+    p.add_argument("--size", type=int, default=SHAPES_DEFAULTS["image_size"], help="image side in pixels")
+    p.add_argument("--seed", type=int, default=SHAPES_DEFAULTS["seed"])
     p.set_defaults(func=_run_data)
 
 

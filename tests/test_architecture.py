@@ -5,10 +5,12 @@
   level or inside a function alike. `resbone/__init__.py` (the public facade) is exempt.
 - No import cycle between resbone's modules, inside a package either.
 - Files stay under 400 lines and functions under 60.
+- Every test file or document a docstring or comment cites exists in the repository.
 """
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,11 @@ KNOWN_LONG: set[str] = {  # issue 9
     "resbone/analysis/summary.py", "resbone/engine/config.py", "resbone/engine/trainer.py", "resbone/models/resnet.py",
     "resbone/convert/load.py::load_checkpoint", "resbone/engine/config.py::_fcos_defaults",
     "resbone/engine/trainer.py::Trainer.train", "resbone/models/resnet.py::ResNet.__init__",
+}
+KNOWN_DEAD_REFERENCES: set[str] = {  # issue 9
+    "resbone/convert/common.py: DESIGN.md", "resbone/convert/common.py: CONTRACTS.md",
+    "resbone/deploy/fuse.py: tests/deploy/test_fuse.py", "resbone/deploy/onnx.py: tests/deploy/test_onnx.py",
+    "resbone/engine/config.py: resbone.detection.data.catalog",
 }
 
 
@@ -178,3 +185,38 @@ def test_the_import_walker_sees_module_and_function_level_imports(tmp_path, sour
     path.write_text(source)
     targets = _imports(path, _modules())
     assert expected <= targets
+
+
+def _dead_references() -> set[str]:
+    found = set()
+    for path in sorted(ROOT.rglob("*.py")):
+        relative = str(path.relative_to(ROOT.parent))
+        for cited in set(re.findall(r"\bresbone(?:\.\w+)+", path.read_text())):
+            if not _resolves(cited):
+                found.add(f"{relative}: {cited}")
+        for cited in set(re.findall(r"\b(?:tests|bench|configs|examples)/[\w/]+\.(?:py|yaml|sh)|\b[\w-]+\.md\b",
+                                    path.read_text())):
+            if not (ROOT.parent / cited).exists():
+                found.add(f"{relative}: {cited}")
+    return found
+
+
+def _resolves(dotted: str) -> bool:
+    """`resbone.a.b.name` names an existing module, or an attribute of one."""
+    import importlib
+
+    module = _resolve(dotted, _modules())
+    if module is None:
+        return False
+    obj = importlib.import_module(module)
+    for attribute in dotted[len(module) + 1:].split(".") if dotted != module else ():
+        if not hasattr(obj, attribute):
+            return False
+        obj = getattr(obj, attribute)
+    return True
+
+
+def test_cited_files_exist():
+    dead = _dead_references()
+    assert dead - KNOWN_DEAD_REFERENCES == set(), "docstrings or comments cite files the repository does not have"
+    assert KNOWN_DEAD_REFERENCES - dead == set(), "KNOWN_DEAD_REFERENCES entries that are gone: remove them"

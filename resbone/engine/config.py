@@ -16,6 +16,8 @@ from typing import Any, Iterable, Sequence
 import yaml
 from yacs.config import CfgNode as CN
 
+from resbone.detection.data.shapes import SHAPES_DEFAULTS
+
 __all__ = ["CN", "get_cfg", "load_cfg", "merge_from_file", "merge_from_list", "check_weight"]
 
 
@@ -252,11 +254,7 @@ def _add_resbone_defaults(_C: CN) -> None:
     # Root of the data sets; "" -> $RESBONE_DATA, else ./datasets.
     _C.DATASETS.ROOT = ""
     # The built-in `shapes_train` / `shapes_val` sets are generated on first use with these settings.
-    _C.DATASETS.SHAPES = CN()
-    _C.DATASETS.SHAPES.NUM_TRAIN = 1000
-    _C.DATASETS.SHAPES.NUM_VAL = 200
-    _C.DATASETS.SHAPES.IMAGE_SIZE = 160
-    _C.DATASETS.SHAPES.SEED = 0
+    _C.DATASETS.SHAPES = CN({key.upper(): value for key, value in SHAPES_DEFAULTS.items()})
     _C.SOLVER.AMP = False
     _C.SOLVER.CLIP_GRAD_NORM = 0.0  # 0 = no clipping
     _C.SOLVER.LOG_PERIOD = 20

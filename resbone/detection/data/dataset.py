@@ -150,9 +150,9 @@ def resolve_dataset(name: str, *, root: str = "", shapes: dict | None = None) ->
     """(image_dir, ann_file) of a data-set name; shapes_train / shapes_val are generated on first use
     with `shapes` = dict(num_train, num_val, image_size, seed)."""
     if name in _SHAPES:
-        from resbone.detection.data.shapes import generate_shapes_split
+        from resbone.detection.data.shapes import SHAPES_DEFAULTS, generate_shapes_split
 
-        settings = {**dict(num_train=1000, num_val=200, image_size=160, seed=0), **(shapes or {})}
+        settings = {**SHAPES_DEFAULTS, **(shapes or {})}
         out_dir = shapes_dir(root, **settings)
         split = name.split("_", 1)[1]
         ann_file = os.path.join(out_dir, "annotations", f"instances_{split}.json")

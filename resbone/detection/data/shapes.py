@@ -14,9 +14,11 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-__all__ = ["SHAPE_CLASSES", "generate_shapes", "generate_shapes_split"]
+__all__ = ["SHAPE_CLASSES", "SHAPES_DEFAULTS", "generate_shapes", "generate_shapes_split"]
 
 SHAPE_CLASSES = ("square", "circle", "triangle")
+# The one place the set's default size is written (`resbone data shapes`, DATASETS.SHAPES, shapes_train/val).
+SHAPES_DEFAULTS = dict(num_train=1000, num_val=200, image_size=160, seed=0)
 _SPLIT_KEYS = {"train": 1, "val": 2, "test": 3}
 
 
@@ -111,8 +113,9 @@ def generate_shapes_split(out_dir: str, split: str, *, num_images: int, image_si
     return ann_file
 
 
-def generate_shapes(out_dir: str, *, num_train: int = 1000, num_val: int = 200, image_size: int = 160,
-                    seed: int = 0) -> dict[str, str]:
+def generate_shapes(out_dir: str, *, num_train: int = SHAPES_DEFAULTS["num_train"],
+                    num_val: int = SHAPES_DEFAULTS["num_val"], image_size: int = SHAPES_DEFAULTS["image_size"],
+                    seed: int = SHAPES_DEFAULTS["seed"]) -> dict[str, str]:
     """Both splits; returns {'train': json path, 'val': json path}."""
     return {split: generate_shapes_split(out_dir, split, num_images=n, image_size=image_size, seed=seed)
             for split, n in (("train", num_train), ("val", num_val))}
