@@ -18,7 +18,7 @@ from resbone.builders import FCOS_CONV_BODIES, build_backbone, build_fcos_backbo
 from resbone.layers.attention import ContextBlock, GeneralizedAttention
 from resbone.layers.conv import DeformConv2dPack, ModulatedDeformConv2dPack
 from resbone.models.mobilenetv2 import MobileNetV2
-from tests.conftest import randomize_norms
+from tests.helpers import randomize_norms
 
 # ---- mmdetection's own configs (the `backbone=` dicts, verbatim, with their _base_ merged) -------------
 _R50 = dict(type="ResNet", depth=50, num_stages=4, out_indices=(0, 1, 2, 3), frozen_stages=1,

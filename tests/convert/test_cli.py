@@ -7,7 +7,7 @@ import torch
 
 from resbone.cli import main
 from resbone.convert import convert_state_dict, load_state_dict_file, save_state_dict_file
-from tests.convert.models import assert_identical, random_state_dict
+from tests.helpers.checkpoints import assert_identical, random_state_dict
 
 
 def _native18() -> dict:

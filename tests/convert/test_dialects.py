@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from resbone.convert import DIALECTS, convert_state_dict, detect_dialect, fcos_from_torchvision, fcos_to_torchvision
-from tests.convert.models import BUILDERS, EPS, assert_identical, random_state_dict
+from tests.helpers.checkpoints import BUILDERS, EPS, assert_identical, random_state_dict
 
 COVERS = {
     "torchvision": ["plain18", "plain50", "resnext", "mobilenet_v2", "fcos"],

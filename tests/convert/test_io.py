@@ -13,7 +13,7 @@ import torch
 
 from resbone.convert import io as convert_io
 from resbone.convert import load_state_dict_file, save_state_dict_file
-from tests.convert.models import assert_identical, random_state_dict
+from tests.helpers.checkpoints import assert_identical, random_state_dict
 
 
 class _RunsCode:

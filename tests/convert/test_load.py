@@ -13,7 +13,7 @@ from timm.models import adapt_input_conv
 from resbone import create_model
 from resbone.convert import convert_state_dict, load_checkpoint, save_state_dict_file
 from resbone.models.resnet import ResNet
-from tests.convert.models import SMALL, assert_identical, random_state_dict
+from tests.helpers.checkpoints import SMALL, assert_identical, random_state_dict
 
 
 def _small18(**kwargs) -> ResNet:
@@ -137,7 +137,7 @@ def test_create_model_with_a_detectron2_pickle(tmp_path):
 def test_detector_checkpoints_into_a_native_detector():
     """torchvision FCOS names load into the native detector (dialect picked by the model's names);
     ImageNet backbone weights load into its backbone (prefix added), the FPN and head reported missing."""
-    from tests.convert.models import NativeFCOS
+    from tests.helpers.checkpoints import NativeFCOS
 
     model = NativeFCOS()
     native = random_state_dict("fcos", unit_scales=True)

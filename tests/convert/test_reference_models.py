@@ -15,7 +15,7 @@ from resbone.convert import convert_state_dict, load_checkpoint
 from resbone.detection.fcos import FCOSHead
 from resbone.detection.fpn import FPN
 from resbone.models.resnet import ResNet
-from tests.convert.models import EPS, assert_identical
+from tests.helpers.checkpoints import EPS, assert_identical
 
 TOL = 1e-4  # max abs difference relative to the output's scale
 

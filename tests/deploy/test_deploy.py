@@ -10,7 +10,7 @@ from torch import nn
 
 from resbone import ResNet, create_model
 from resbone.deploy import export_onnx, fuse_conv_norm, prepare_for_inference
-from tests.conftest import randomize_norms
+from tests.helpers import randomize_norms
 
 
 @pytest.mark.parametrize("name,kwargs", [("resnet18", {}), ("resnet50d", {}),

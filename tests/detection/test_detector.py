@@ -1,4 +1,4 @@
-"""The FCOS detector end to end: the calling convention of CONTRACTS (lists of RGB 0..1 images in,
+"""The FCOS detector end to end: the calling convention of torchvision detectors (lists of RGB 0..1 images in,
 losses or detections in input pixels out), any resbone backbone plugs in, images without boxes
 train, and every bad input gets a clear error."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """resbone's FPN equals torchvision's FeaturePyramidNetwork + LastLevelP6P7 given the same weights,
 with P6 from P5 (FCOS's configs, torchvision) and from C5 (MODEL.RETINANET.USE_C5), and keeps FCOS's
-parameter names (CONTRACTS "Detector naming")."""
+parameter names (resbone.convert.maskrcnn: backbone., fpn., head.)."""
 from __future__ import annotations
 
 import pytest

@@ -13,8 +13,7 @@ import torch.multiprocessing as mp
 from resbone.detection.detector import build_detector
 from resbone.engine.trainer import Trainer
 from resbone.models.resnet import ResNet
-from tests.engine.test_trainer import tiny_cfg
-from tests.engine.tiny_detector import TinyDetector
+from tests.helpers.detectors import TinyDetector, tiny_cfg
 
 
 def _narrow_fcos(cfg):

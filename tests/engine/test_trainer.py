@@ -13,17 +13,7 @@ from resbone.engine.checkpoint import last_checkpoint
 from resbone.engine.config import load_cfg
 from resbone.engine.solver import lr_factor
 from resbone.engine.trainer import Trainer
-from tests.engine.tiny_detector import TinyDetector
-
-
-def tiny_cfg(data_root: str, output_dir: str, *opts: str):
-    return load_cfg(None, [
-        "MODEL.DEVICE", "cpu", "DATASETS.ROOT", data_root, "DATASETS.TRAIN", "('shapes_train',)",
-        "DATASETS.TEST", "('shapes_val',)", "DATASETS.SHAPES.NUM_TRAIN", "8", "DATASETS.SHAPES.NUM_VAL", "4",
-        "DATASETS.SHAPES.IMAGE_SIZE", "48", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
-        "SOLVER.MAX_ITER", "7", "SOLVER.CHECKPOINT_PERIOD", "3", "SOLVER.BASE_LR", "0.05", "SOLVER.STEPS", "(5,)",
-        "SOLVER.WARMUP_ITERS", "4", "SOLVER.LOG_PERIOD", "1", "SOLVER.PROGRESS_BAR", "False",
-        "SOLVER.TEST_AFTER_TRAIN", "False", "TEST.IMS_PER_BATCH", "2", "OUTPUT_DIR", output_dir, *opts])
+from tests.helpers.detectors import TinyDetector, tiny_cfg
 
 
 class Interrupted(Exception):

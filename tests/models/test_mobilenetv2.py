@@ -8,7 +8,7 @@ import torchvision
 
 from resbone import create_model
 from resbone.models.mobilenetv2 import MobileNetV2
-from tests.conftest import randomize_norms
+from tests.helpers import randomize_norms
 
 TOL = 1e-5
 

@@ -10,7 +10,7 @@ from torch import nn
 from resbone import create_model, list_models
 from resbone.layers.attention import SqueezeExcitation
 from resbone.layers.norm import IBN
-from tests.conftest import randomize_norms
+from tests.helpers import randomize_norms
 
 timm = pytest.importorskip("timm")
 

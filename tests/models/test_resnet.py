@@ -12,7 +12,7 @@ from torchvision.ops import FrozenBatchNorm2d
 import resbone
 from resbone import ResNet, create_model
 from resbone.models.resnet import Bottleneck, ResLayer
-from tests.conftest import randomize_norms
+from tests.helpers import randomize_norms
 
 TORCHVISION_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
                      "resnext101_32x8d", "resnext101_64x4d", "wide_resnet50_2", "wide_resnet101_2"]

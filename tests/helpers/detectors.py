@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resbone.engine.config import load_cfg
+
 
 class TinyDetector(nn.Module):
     def __init__(self, num_classes: int = 3) -> None:
@@ -27,3 +29,13 @@ class TinyDetector(nn.Module):
         probs = out[:, 4:].softmax(-1)
         scores, labels = probs.max(-1)
         return [dict(boxes=b[None], scores=s[None], labels=c[None] + 1) for b, s, c in zip(boxes, scores, labels)]
+
+
+def tiny_cfg(data_root: str, output_dir: str, *opts: str):
+    return load_cfg(None, [
+        "MODEL.DEVICE", "cpu", "DATASETS.ROOT", data_root, "DATASETS.TRAIN", "('shapes_train',)",
+        "DATASETS.TEST", "('shapes_val',)", "DATASETS.SHAPES.NUM_TRAIN", "8", "DATASETS.SHAPES.NUM_VAL", "4",
+        "DATASETS.SHAPES.IMAGE_SIZE", "48", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "2",
+        "SOLVER.MAX_ITER", "7", "SOLVER.CHECKPOINT_PERIOD", "3", "SOLVER.BASE_LR", "0.05", "SOLVER.STEPS", "(5,)",
+        "SOLVER.WARMUP_ITERS", "4", "SOLVER.LOG_PERIOD", "1", "SOLVER.PROGRESS_BAR", "False",
+        "SOLVER.TEST_AFTER_TRAIN", "False", "TEST.IMS_PER_BATCH", "2", "OUTPUT_DIR", output_dir, *opts])

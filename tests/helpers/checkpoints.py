@@ -17,7 +17,7 @@ EPS = 1e-5
 
 
 class NativeFCOS(nn.Module):
-    """The native detector's names (CONTRACTS "Detector naming") without the detector's machinery."""
+    """The native detector's names (backbone., fpn., head.) without the detector's machinery."""
 
     def __init__(self, *, norm_cfg=None, head_dcn=None, extra_levels: int = 2):
         super().__init__()
