@@ -65,25 +65,51 @@ def _run_list(args: argparse.Namespace) -> int:
 
 # ---- export (deploy) -------------------------------------------------------------------------------
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a model as ONNX (optionally with its weights and folded norms)")
-    p.add_argument("name", help="a registered model name (see `resbone list`)")
+    p = sub.add_parser("export", help="write a model or an FCOS detector as ONNX (weights, folded norms)")
+    p.add_argument("name", help="a registered model name (see `resbone list`), or a detector's YAML config")
     p.add_argument("output", metavar="OUT", help="the .onnx file to write (atomically)")
-    p.add_argument("--checkpoint", default=None, help="weights to load first, in any dialect resbone.convert reads")
-    p.add_argument("--input-size", nargs=2, type=int, default=[224, 224], metavar=("H", "W"))
+    p.add_argument("--checkpoint", default=None, help="weights to load first, in any dialect resbone.convert reads "
+                   "(a detector: a checkpoint written by `resbone train`)")
+    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="default 224 224; a detector: INPUT.MAX_SIZE_TEST rounded up to the size divisibility")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model argument, e.g. --set num_classes=None (value parsed as YAML)")
+                   help="override a model argument, e.g. --set num_classes=None (value parsed as YAML); "
+                        "a detector: a config key, e.g. --set MODEL.FCOS.INFERENCE_TH=0.3")
     p.add_argument("--fuse", action="store_true", help="fold BatchNorm / FrozenBN into the convs first")
+    p.add_argument("--embedding", action="store_true",
+                   help="a backbone's globally pooled last feature map out (the re-id descriptor)")
     p.set_defaults(func=_run_export)
+
+
+def _export_detector(args: argparse.Namespace):
+    from resbone.detection.detector import build_detector
+    from resbone.engine.config import load_cfg
+    from resbone.engine.predictor import load_detector
+
+    pairs = [item.split("=", 1) for item in args.set]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"--set takes KEY=VALUE, got {args.set!r}")
+    cfg = load_cfg(args.name, [part for pair in pairs for part in pair])
+    model = load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)
+    if args.input_size is None:
+        divisor = max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 1)
+        side = -(-int(cfg.INPUT.MAX_SIZE_TEST) // divisor) * divisor
+        args.input_size = [side, side]
+    return model
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from resbone.deploy import export_onnx, fuse_conv_norm
     from resbone.models.registry import create_model
 
-    model = create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set))
+    if args.name.endswith((".yaml", ".yml")):
+        model = _export_detector(args)
+    else:
+        model = create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set))
+        args.input_size = args.input_size or [224, 224]
     if args.fuse:
         model = fuse_conv_norm(model)
-    path = export_onnx(model, args.output, input_size=tuple(args.input_size))
+    path = export_onnx(model, args.output, input_size=tuple(args.input_size), embedding=args.embedding)
     print(f"wrote {path} ({args.name}, input 1x{getattr(model, 'in_channels', 3)}x{args.input_size[0]}x"
           f"{args.input_size[1]}, dynamic batch)")
     return 0

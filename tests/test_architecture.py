@@ -39,7 +39,6 @@ KNOWN_LONG: set[str] = {  # issue 9
 }
 KNOWN_DEAD_REFERENCES: set[str] = {  # issue 9
     "resbone/convert/common.py: DESIGN.md", "resbone/convert/common.py: CONTRACTS.md",
-    "resbone/deploy/fuse.py: tests/deploy/test_fuse.py", "resbone/deploy/onnx.py: tests/deploy/test_onnx.py",
     "resbone/engine/config.py: resbone.detection.data.catalog",
 }
 

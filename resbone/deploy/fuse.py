@@ -2,19 +2,20 @@
 
 A ResNet block's conv -> norm pairs are its named siblings (conv1/bn1 ... conv3/bn3, the stem, the
 shortcut's conv/norm in a Sequential); each pair becomes one conv with a bias, the norm an Identity.
-The arithmetic is torch's own `fuse_conv_bn_eval`. Reference test: tests/deploy/test_fuse.py (fused
-outputs equal the unfused ones, and equal torchvision's model with the same weights).
+The same holds for the FCOS detector's backbone (its FPN has no norms; the head's GroupNorm cannot be
+folded: its statistics depend on the input). The arithmetic is torch's own `fuse_conv_bn_eval`.
+Reference test: tests/deploy/test_fuse.py (fused outputs equal the unfused ones, and equal torchvision's
+model with the same weights).
 """
 from __future__ import annotations
 
 import copy
 
-import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["fuse_conv_norm", "prepare_for_inference"]
+__all__ = ["fuse_conv_norm"]
 
 _FUSABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -47,15 +48,4 @@ def fuse_conv_norm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
                 norm = bn
             setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
             setattr(module, norm_name, nn.Identity())
-    return model
-
-
-def prepare_for_inference(model: nn.Module, *, fuse: bool = True, channels_last: bool = True,
-                          compile: bool = False) -> nn.Module:
-    """The fast-inference recipe: eval mode, folded norms, NHWC memory format, optionally compiled."""
-    model = fuse_conv_norm(model) if fuse else copy.deepcopy(model).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if compile:
-        model = torch.compile(model)
     return model
