@@ -1,110 +1,169 @@
-"""resnet50 side by side: resbone vs torchvision vs timm, eager forward and one SGD train step.
+"""resnet50 side by side: torchvision, timm and resbone, eager and compiled, inference and one SGD train step.
 
     python -m bench.backbone                  # batch 8 at 224, CPU (or --device cuda)
+    python -m bench.backbone --profile        # and the top ops of an inference pass and a train step
     python -m bench.backbone --quick          # a tiny run for smoke tests (numbers meaningless)
-    python -m bench.backbone --channels-last  # all three in channels_last
 
-The three models get the same weights (identical state_dict keys), so the script also prints how far
-their outputs are apart. Timing is bench.timing's: interleaved repeats, medians, and the speed of each
-relative to torchvision (> 1.00x = faster). Timings are printed, never asserted.
+Inference: torchvision, timm and resbone eager; torch.compile(torchvision) with the options of resbone's fast
+path (inductor freezing; `--mode`); resbone's fast path, `resbone.deploy.prepare_for_inference(compile=True)`
+(norms folded, channels_last, compiled with freezing). Train step: the three eager models and resbone
+compiled (torch.compile of the model, channels_last). All models hold the same weights (identical
+state_dict keys), so the script also prints how far their outputs are apart. GFLOP/s count 2 FLOPs per
+multiply-add (resbone.analysis.count_macs; a train step as 3 forward passes) next to the machine's peak:
+a big matrix multiply measured here (sgemm in float32). Timing is bench.timing's: interleaved repeats,
+medians, speeds relative to torchvision eager (> 1.00x = faster). Timings are printed, never asserted.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.timing import load_line, ratio_table, time_phases
+from bench.timing import (
+    Section,
+    add_common_arguments,
+    autocast,
+    header,
+    load_line,
+    matmul_peak,
+    section_table,
+    setup,
+    time_interleaved,
+    top_ops,
+)
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
-def build_models(device: torch.device, channels_last: bool) -> dict[str, nn.Module]:
+def build_models(arch: str, device: torch.device, channels_last: bool) -> dict[str, nn.Module]:
+    """The eager contenders, same weights: torchvision's model and its state_dict loaded into the others."""
     import timm
     import torchvision
 
     from resbone.models.registry import create_model
 
-    reference = torchvision.models.resnet50()
-    models = {"resbone": create_model("resnet50"), "torchvision": reference,
-              "timm": timm.create_model("resnet50", pretrained=False)}
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, arch)()
+    models = {"torchvision eager": reference, "timm eager": timm.create_model(arch, pretrained=False),
+              "resbone eager": create_model(arch)}
     state = reference.state_dict()
-    for name, model in models.items():
+    for model in models.values():
         model.load_state_dict(state, strict=True)  # same names in all three: same weights
-        model.to(device)
+        model.to(device).eval()
         if channels_last:
             model.to(memory_format=torch.channels_last)
     return models
 
 
-def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int, repeats: int,
-            device: torch.device, channels_last: bool) -> dict[str, dict[str, float]]:
-    """Median seconds per model for 'forward' (eval, inference mode) and 'train step' (SGD)."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, size, size, generator=generator).to(device)
-    if channels_last:
-        x = x.to(memory_format=torch.channels_last)
-    target = torch.randint(0, 1000, (batch,), generator=generator).to(device)
-    optimizers = {n: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9) for n, m in models.items()}
+def inference_contenders(models: dict[str, nn.Module], args) -> dict[str, nn.Module]:
+    """The eager models, torch.compile(torchvision) and resbone's fast path."""
+    from resbone.deploy import prepare_for_inference
+    from resbone.deploy.inference import compile_options
 
-    def forward(name: str) -> Callable[[], object]:
-        def step() -> object:
-            with torch.inference_mode():
-                return models[name](x)
-        return step
-
-    def train_step(name: str) -> Callable[[], object]:
-        def step() -> object:
-            optimizers[name].zero_grad(set_to_none=True)
-            loss = F.cross_entropy(models[name](x), target)
-            loss.backward()
-            optimizers[name].step()
-            return loss
-        return step
-
-    return time_phases(models, (("forward", forward, False), ("train step", train_step, True)),
-                       warmup=warmup, repeats=repeats,
-                       device=device)
+    contenders = dict(models)
+    if not args.no_compile:
+        contenders["torchvision compiled"] = torch.compile(copy.deepcopy(models["torchvision eager"]),
+                                                           options=compile_options(args.mode))
+    contenders["resbone fast path"] = prepare_for_inference(models["resbone eager"], compile=not args.no_compile,
+                                                            mode=args.mode)
+    return contenders
 
 
-def output_gap(models: dict[str, nn.Module], device: torch.device) -> float:
-    """Max abs difference of the eval outputs of the three models (same weights) on one small batch."""
-    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)).to(device)
+def train_contenders(models: dict[str, nn.Module], args) -> dict[str, nn.Module]:
+    contenders = dict(models)
+    if not args.no_compile:
+        model = copy.deepcopy(models["resbone eager"]).to(memory_format=torch.channels_last)
+        options = {} if args.mode == "default" else {"mode": args.mode}
+        contenders["resbone compiled"] = torch.compile(model, **options)
+    return contenders
+
+
+def inference_step(model: nn.Module, x: torch.Tensor, device: torch.device, amp: str):
+    def step() -> object:
+        with torch.inference_mode(), autocast(device, amp):
+            return model(x)
+    return step
+
+
+def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, device: torch.device, amp: str):
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+
+    def step() -> object:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp):
+            loss = F.cross_entropy(model(x), target)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def output_gap(contenders: dict[str, nn.Module], inputs: dict[str, torch.Tensor]) -> float:
+    """Max abs difference of the eval outputs of every contender from torchvision's (the bench's batch, so
+    that a compiled contender is built once, for the shape it is timed on)."""
     with torch.inference_mode():
-        outs = [m.eval()(x).float() for m in models.values()]
+        outs = [m(inputs[n]).float() for n, m in contenders.items()]
     return max(float((o - outs[0]).abs().max()) for o in outs[1:])
+
+
+def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], float]:
+    from resbone.analysis import count_macs
+
+    models = build_models(args.arch, device, args.channels_last)
+    flops = 2.0 * count_macs(models["resbone eager"], (args.size, args.size)) * args.batch
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(args.batch, 3, args.size, args.size, generator=g).to(device)
+    x_last = x.to(memory_format=torch.channels_last)
+    target = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
+    timing = dict(warmup=args.warmup, repeats=args.repeats, device=device)
+
+    inference = inference_contenders(models, args)
+    inputs = {n: x_last if n == "resbone fast path" or args.channels_last else x for n in inference}
+    gap = output_gap(inference, inputs)
+    steps = {n: inference_step(m, inputs[n], device, args.amp) for n, m in inference.items()}
+    forward = Section(f"{args.arch} inference, batch {args.batch}x3x{args.size}x{args.size}", args.batch,
+                      time_interleaved(steps, **timing), flops)
+    profiles = {"inference (resbone eager)": top_ops(steps["resbone eager"], device)} if args.profile else {}
+
+    trained = train_contenders(models, args)
+    for model in trained.values():
+        model.train()
+    steps = {n: train_step(m, x_last if n == "resbone compiled" or args.channels_last else x, target, device,
+                           args.amp) for n, m in trained.items()}
+    train = Section(f"{args.arch} SGD train step, batch {args.batch}x3x{args.size}x{args.size}", args.batch,
+                    time_interleaved(steps, **timing), 3 * flops)
+    if args.profile:
+        profiles["train step (resbone eager)"] = top_ops(steps["resbone eager"], device)
+    return [forward, train], profiles, gap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.backbone", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="batch 2 at 32 px, no warmup, 2 repeats")
+    add_common_arguments(parser, batch=8, size=224, warmup=2, repeats=7)
+    parser.add_argument("--arch", choices=ARCHS, default="resnet50")
+    parser.add_argument("--channels-last", action="store_true", help="the eager models in channels_last too")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.size, args.warmup, args.repeats = 2, 32, 0, 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+        args.batch, args.size, args.warmup, args.repeats = 2, 32, 0, 1
+    device = setup(args)
     load_before = os.getloadavg()
-    models = build_models(device, args.channels_last)
-    gap = output_gap(models, device)
-    results = measure(models, batch=args.batch, size=args.size, warmup=args.warmup, repeats=args.repeats,
-                      device=device, channels_last=args.channels_last)
+    peak_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16 if args.amp == "fp16" else torch.float32
+    measured_peak = matmul_peak(device, dtype=peak_dtype, n=512 if args.quick else 4096)
+    sections, profiles, gap = run(args, device)
     load_after = os.getloadavg()
-    layout = "channels_last" if args.channels_last else "contiguous"
-    print(f"resnet50, {device}, batch {args.batch}x3x{args.size}x{args.size}, {layout}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.warmup} warmup + {args.repeats} interleaved repeats")
-    print(ratio_table(results, ["forward", "train step"], batch=args.batch))
-    print(f"max abs output difference between the three (same weights): {gap:.2e}")
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak
+    print(header(f"{args.arch}{' channels_last' if args.channels_last else ''}", args, device))
+    print(f"matrix-multiply peak measured here ({str(peak_dtype).replace('torch.', '')} mm): "
+          f"{measured_peak / 1e9:.1f} GFLOP/s; 'of peak' is relative to {peak / 1e9:.1f} GFLOP/s")
+    print(section_table(sections, peak_flops=peak))
+    print(f"max abs output difference from torchvision eager (same weights): {gap:.2e}")
+    for title, table in profiles.items():
+        print(f"\ntop ops by self time, {title}:\n{table}")
     print(load_line(load_before, load_after))
     return 0
 
