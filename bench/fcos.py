@@ -1,40 +1,59 @@
-"""FCOS R-50-FPN side by side: resbone vs torchvision, inference and one SGD train iteration.
+"""FCOS side by side: resbone vs torchvision, inference (eager, fast path, onnxruntime) and SGD train iterations.
 
-    python -m bench.fcos                # batch 2 at 512 px, CPU (or --device cuda)
+    python -m bench.fcos                # R-50-FPN batch 2 at 512 px, the demo's R-18-FPN batch 8 at 96, CPU
+    python -m bench.fcos --compile      # and resbone's compiled model in the train rows
+    python -m bench.fcos --profile      # and the top ops of an inference pass and a train iteration
     python -m bench.fcos --quick        # a tiny run for smoke tests (numbers meaningless)
 
-Both detectors are torchvision's fcos_resnet50_fpn as it is built for training from ImageNet weights
-(FrozenBN, stem + layer1 frozen); resbone's is configured with TORCHVISION_FCOS_OVERRIDES and loaded with
-torchvision's weights through resbone.convert, so both compute the same thing (the script prints how far
-their detections are apart). The classification weights are scaled up so that post-processing has
-boxes to threshold, sort and suppress (up to the 100-detection cap), as with a trained model.
-Timing is bench.timing's: interleaved repeats, medians, and resbone's speed relative to torchvision
-(> 1.00x = faster). Timings are never asserted.
+R-50-FPN: both detectors are torchvision's fcos_resnet50_fpn as it is built for training from ImageNet
+weights (FrozenBN, stem + layer1 frozen); resbone's is configured with TORCHVISION_FCOS_OVERRIDES and loaded
+with torchvision's weights through resbone.convert, so both compute the same thing (the script prints how
+far their detections are apart). The classification weights are scaled up so that post-processing has
+boxes to threshold, sort and suppress (up to the 100-detection cap), as with a trained model. Inference
+rows: both eager, resbone's fast path (resbone.deploy.prepare_for_inference: norms folded, channels_last,
+the dense network compiled with inductor freezing; `--no-compile` leaves it eager) and onnxruntime
+(resbone.deploy.export_onnx of the whole detector + the numpy post-processing, OnnxDetector).
+Demo R-18-FPN: configs/fcos/shapes_R_18_FPN.yaml (GroupNorm body, 64-channel pyramid, 2 convs per tower)
+against torchvision's FCOS built with the same layers and weights; its loss options differ in details
+(torchvision's), the work per iteration is the same.
+Timing is bench.timing's: interleaved repeats, medians, speeds relative to torchvision eager (> 1.00x =
+faster). Timings are never asserted.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import tempfile
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
 
-from bench.timing import load_line, ratio_table, time_phases
+from bench.timing import (
+    Section,
+    add_common_arguments,
+    autocast,
+    header,
+    load_line,
+    section_table,
+    setup,
+    time_interleaved,
+    top_ops,
+)
 
 NUM_CLASSES = 91  # torchvision's COCO head: 91 logit channels
+DEMO_CONFIG = "configs/fcos/shapes_R_18_FPN.yaml"
 
 
-def build_models(size: int, device: torch.device) -> dict[str, nn.Module]:
+def build_r50(size: int, device: torch.device) -> dict[str, nn.Module]:
     from torchvision.models import resnet50
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.models.detection.fcos import FCOS as TorchvisionFCOS
     from torchvision.ops import FrozenBatchNorm2d
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    from resbone.convert.torchvision import fcos_from_torchvision
     from resbone.detection.defaults import TORCHVISION_FCOS_OVERRIDES, detector_cfg
-    from resbone.detection.detector import build_detector
 
     torch.manual_seed(0)
     # What fcos_resnet50_fpn builds when given ImageNet backbone weights (trainable_backbone_layers=3).
@@ -50,12 +69,41 @@ def build_models(size: int, device: torch.device) -> dict[str, nn.Module]:
                           "FCOS": {**overrides["MODEL"]["FCOS"], "NUM_CLASSES": NUM_CLASSES + 1}}
     overrides["INPUT"] = {**overrides["INPUT"], "MIN_SIZE_TRAIN": (size,), "MAX_SIZE_TRAIN": size,
                           "MIN_SIZE_TEST": size, "MAX_SIZE_TEST": size}
-    ours = build_detector(detector_cfg(overrides))
+    return _pair(reference, detector_cfg(overrides), device)
+
+
+def build_demo(size: int, device: torch.device) -> dict[str, nn.Module]:
+    """The demo's detector and torchvision's FCOS with the same layers (GroupNorm R-18, 64-channel FPN)."""
+    from torchvision.models import resnet18
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN
+    from torchvision.models.detection.fcos import FCOS as TorchvisionFCOS
+    from torchvision.models.detection.fcos import FCOSHead
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    from resbone.engine.config import load_cfg
+
+    torch.manual_seed(0)
+    cfg = load_cfg(DEMO_CONFIG, ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size),
+                                 "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size)])
+    channels, classes = int(cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS), int(cfg.MODEL.FCOS.NUM_CLASSES) - 1
+    body = BackboneWithFPN(resnet18(norm_layer=lambda c: nn.GroupNorm(32, c)),
+                           {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], channels,
+                           extra_blocks=LastLevelP6P7(channels, channels))
+    head = FCOSHead(channels, 1, classes, num_convs=int(cfg.MODEL.FCOS.NUM_CONVS))
+    reference = TorchvisionFCOS(body, classes, min_size=size, max_size=size, head=head)
+    return _pair(reference, cfg, device)
+
+
+def _pair(reference: nn.Module, cfg, device: torch.device) -> dict[str, nn.Module]:
+    from resbone.convert.torchvision import fcos_from_torchvision
+    from resbone.detection.detector import build_detector
+
+    ours = build_detector(cfg)
     ours.load_state_dict(fcos_from_torchvision(reference.state_dict()), strict=True)
-    return {"resbone": ours.to(device), "torchvision": reference.to(device)}
+    return {"torchvision eager": reference.to(device).eval(), "resbone eager": ours.to(device).eval()}
 
 
-def _inputs(batch: int, size: int, device: torch.device):
+def make_inputs(batch: int, size: int, num_classes: int, device: torch.device):
     g = torch.Generator().manual_seed(0)
     images = [torch.rand(3, size, size, generator=g).to(device) for _ in range(batch)]
     targets = []
@@ -63,80 +111,144 @@ def _inputs(batch: int, size: int, device: torch.device):
         xy = torch.rand(4, 2, generator=g) * size * 0.6
         wh = torch.rand(4, 2, generator=g) * size * 0.4 + 8
         targets.append(dict(boxes=torch.cat([xy, xy + wh], dim=1).to(device),
-                            labels=torch.randint(1, NUM_CLASSES, (4,), generator=g).to(device)))
+                            labels=torch.randint(1, num_classes + 1, (4,), generator=g).to(device)))
     return images, targets
 
 
-def measure(models: dict[str, nn.Module], *, batch: int, size: int, warmup: int, repeats: int,
-            device: torch.device) -> dict[str, dict[str, float]]:
-    """Median seconds per model for 'inference' (eval, inference mode) and 'train iter'."""
-    images, targets = _inputs(batch, size, device)
-    optimizers = {n: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
-                  for n, m in models.items()}
+def onnx_contender(model: nn.Module, size: int, device: torch.device, folder: str) -> Callable | None:
+    """resbone's detector exported to ONNX and run by onnxruntime (None: no onnxruntime provider here)."""
+    import onnxruntime
 
-    def inference(name: str) -> Callable[[], object]:
-        def step() -> object:
-            with torch.inference_mode():
-                return models[name](images)
-        return step
+    from resbone.deploy import OnnxDetector, export_onnx, fuse_conv_norm
 
-    def train_iter(name: str) -> Callable[[], object]:
-        def step() -> object:
-            optimizers[name].zero_grad(set_to_none=True)
-            # resbone labels count from 1; torchvision's are the logit channels themselves.
-            shift = 0 if name == "resbone" else 1
-            losses = models[name](images, [dict(boxes=t["boxes"], labels=t["labels"] - shift) for t in targets])
+    provider = "CUDAExecutionProvider" if device.type == "cuda" else "CPUExecutionProvider"
+    if provider not in onnxruntime.get_available_providers():
+        print(f"onnxruntime row skipped: {provider} is not available in this onnxruntime")
+        return None
+    path = export_onnx(fuse_conv_norm(model).cpu(), os.path.join(folder, "fcos.onnx"), input_size=(size, size))
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    return OnnxDetector(path, providers=[provider], session_options=options)
+
+
+def inference_steps(models: dict[str, nn.Module], images, args, device, folder: str) -> dict[str, Callable]:
+    from resbone.deploy import prepare_for_inference
+
+    contenders = dict(models)
+    contenders["resbone fast path"] = prepare_for_inference(models["resbone eager"], compile=not args.no_compile,
+                                                            mode=args.mode)
+
+    def step(model: nn.Module) -> Callable[[], object]:
+        def call() -> object:
+            with torch.inference_mode(), autocast(device, args.amp):
+                return model(images)
+        return call
+
+    steps = {name: step(model) for name, model in contenders.items()}
+    onnx = onnx_contender(models["resbone eager"], args.size, device, folder)
+    if onnx is not None:
+        arrays = [image.cpu().numpy() for image in images]
+        steps["onnxruntime"] = lambda: onnx(arrays)
+    return steps
+
+
+def train_steps(models: dict[str, nn.Module], images, targets, args, device) -> dict[str, Callable]:
+    from resbone.deploy import compile_model
+
+    contenders = dict(models)
+    if args.compile:
+        compiled = copy.deepcopy(models["resbone eager"]).to(memory_format=torch.channels_last)
+        contenders["resbone compiled"] = compile_model(compiled, mode=args.mode, freezing=False)
+
+    def step(name: str, model: nn.Module) -> Callable[[], object]:
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+        # resbone labels count from 1; torchvision's are the logit channels themselves.
+        shift = 1 if name.startswith("torchvision") else 0
+        shifted = [dict(boxes=t["boxes"], labels=t["labels"] - shift) for t in targets]
+
+        def call() -> object:
+            optimizer.zero_grad(set_to_none=True)
+            with autocast(device, args.amp):
+                losses = model(images, shifted)
             loss = sum(losses.values())
             loss.backward()
-            optimizers[name].step()
+            optimizer.step()
             return loss
-        return step
+        return call
 
-    return time_phases(models, (("inference", inference, False), ("train iter", train_iter, True)),
-                       warmup=warmup, repeats=repeats,
-                       device=device)
+    return {name: step(name, model) for name, model in contenders.items()}
 
 
-def detection_gap(models: dict[str, nn.Module], size: int, device: torch.device) -> str:
-    """How far the two detectors' outputs are apart on one image (before any training step)."""
-    images, _ = _inputs(1, size, device)
-    with torch.inference_mode():
-        ours, ref = (models[n].eval()(images)[0] for n in ("resbone", "torchvision"))
-    if len(ours["boxes"]) != len(ref["boxes"]):
-        return f"different numbers of detections: {len(ours['boxes'])} vs {len(ref['boxes'])}"
-    if len(ref["boxes"]) == 0:
+def detection_gap(expected: dict, got: dict, label_shift: int = 0) -> str:
+    """How far two detectors' detections of one image are apart."""
+    boxes, scores = (torch.as_tensor(got[k]).float().cpu() for k in ("boxes", "scores"))
+    labels = torch.as_tensor(got["labels"]).cpu()
+    if len(boxes) != len(expected["boxes"]):
+        return f"different numbers of detections: {len(boxes)} vs {len(expected['boxes'])}"
+    if len(boxes) == 0:
         return "no detections on either side"
-    return (f"{len(ref['boxes'])} detections each; max |box diff| "
-            f"{float((ours['boxes'] - ref['boxes']).abs().max()):.1e} px, max |score diff| "
-            f"{float((ours['scores'] - ref['scores']).abs().max()):.1e}, labels equal: "
-            f"{bool((ours['labels'] == ref['labels'] + 1).all())}")
+    return (f"{len(boxes)} detections each; max |box diff| "
+            f"{float((boxes - expected['boxes'].float().cpu()).abs().max()):.1e} px, max |score diff| "
+            f"{float((scores - expected['scores'].float().cpu()).abs().max()):.1e}, labels equal: "
+            f"{bool((labels == expected['labels'].cpu() + label_shift).all())}")
+
+
+def gaps(steps: dict[str, Callable]) -> list[str]:
+    """Each inference contender's detections of the first image against resbone eager's (and torchvision's
+    against resbone's, labels shifted by one); these calls also build the compiled graphs."""
+    outputs = {name: step()[0] for name, step in steps.items()}
+    reference = outputs["resbone eager"]
+    lines = [f"resbone eager vs torchvision eager: {detection_gap(outputs['torchvision eager'], reference, 1)}"]
+    lines += [f"{name} vs resbone eager: {detection_gap(reference, out)}" for name, out in outputs.items()
+              if name not in ("resbone eager", "torchvision eager")]
+    return lines
+
+
+def run(args, device: torch.device) -> tuple[list[Section], list[str], dict[str, str]]:
+    timing = dict(warmup=args.warmup, repeats=args.repeats, device=device)
+    r50 = build_r50(args.size, device)
+    images, targets = make_inputs(args.batch, args.size, NUM_CLASSES, device)
+    where = f"batch {args.batch}x3x{args.size}x{args.size}"
+    profiles = {}
+    with tempfile.TemporaryDirectory() as folder:
+        steps = inference_steps(r50, images, args, device, folder)
+        gap_lines = gaps(steps)
+        sections = [Section(f"FCOS R-50-FPN inference, {where}", args.batch, time_interleaved(steps, **timing))]
+        if args.profile:
+            profiles["inference (resbone eager, R-50-FPN)"] = top_ops(steps["resbone eager"], device)
+    steps = train_steps(r50, images, targets, args, device)
+    sections.append(Section(f"FCOS R-50-FPN SGD train iteration, {where}", args.batch,
+                            time_interleaved(steps, **timing)))
+    if args.profile:
+        profiles["train iteration (resbone eager, R-50-FPN)"] = top_ops(steps["resbone eager"], device)
+    del r50, steps
+    demo = build_demo(args.demo_size, device)
+    images, targets = make_inputs(args.demo_batch, args.demo_size, demo["resbone eager"].num_classes, device)
+    sections.append(Section(f"FCOS R-18-FPN (demo config) SGD train iteration, batch {args.demo_batch}x3x"
+                            f"{args.demo_size}x{args.demo_size}", args.demo_batch,
+                            time_interleaved(train_steps(demo, images, targets, args, device), **timing)))
+    return sections, gap_lines, profiles
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fcos", description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--quick", action="store_true", help="batch 1 at 128 px, no warmup, 1 repeat")
+    add_common_arguments(parser, batch=2, size=512, warmup=1, repeats=5)
+    parser.add_argument("--demo-batch", type=int, default=8)
+    parser.add_argument("--demo-size", type=int, default=96)
+    parser.add_argument("--compile", action="store_true", help="add resbone's compiled model to the train rows")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.size, args.warmup, args.repeats = 1, 128, 0, 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+        args.batch, args.size, args.demo_batch, args.warmup, args.repeats = 1, 128, 2, 0, 1
+    device = setup(args)
     load_before = os.getloadavg()
-    models = build_models(args.size, device)
-    gap = detection_gap(models, args.size, device)
-    results = measure(models, batch=args.batch, size=args.size, warmup=args.warmup, repeats=args.repeats,
-                      device=device)
+    sections, gap_lines, profiles = run(args, device)
     load_after = os.getloadavg()
-    print(f"FCOS R-50-FPN, {device}, batch {args.batch}x3x{args.size}x{args.size}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {args.warmup} warmup + {args.repeats} interleaved repeats")
-    print(ratio_table(results, ["inference", "train iter"], batch=args.batch))
-    print(f"same weights, detections: {gap}")
+    print(header("FCOS", args, device))
+    print(section_table(sections))
+    print("\n".join(["same weights, detections of the first image:", *gap_lines]))
+    for title, table in profiles.items():
+        print(f"\ntop ops by self time, {title}:\n{table}")
     print(load_line(load_before, load_after))
     return 0
 
