@@ -33,9 +33,11 @@ test-fast: $(STAMP)
 	$(VENV)/bin/ruff check .
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 -m "not slow"
 
+# Side-by-side speed against torchvision (ratios, GFLOP/s, top ops); `python -m bench.<name> --help` for the
+# options; bench/gpu.sh runs them on a CUDA GPU.
 bench: $(STAMP)
-	$(PY) -m bench.backbone
-	$(PY) -m bench.fcos
+	$(PY) -m bench.backbone --profile
+	$(PY) -m bench.fcos --compile --profile
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

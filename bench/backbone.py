@@ -30,7 +30,7 @@ from bench.timing import (
     autocast,
     header,
     load_line,
-    matmul_peak,
+    peak,
     section_table,
     setup,
     time_interleaved,
@@ -152,15 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.batch, args.size, args.warmup, args.repeats = 2, 32, 0, 1
     device = setup(args)
     load_before = os.getloadavg()
-    peak_dtype = torch.bfloat16 if args.amp == "bf16" else torch.float16 if args.amp == "fp16" else torch.float32
-    measured_peak = matmul_peak(device, dtype=peak_dtype, n=512 if args.quick else 4096)
+    peak_flops, peak_line = peak(args, device)
     sections, profiles, gap = run(args, device)
     load_after = os.getloadavg()
-    peak = args.peak_tflops * 1e12 if args.peak_tflops else measured_peak
     print(header(f"{args.arch}{' channels_last' if args.channels_last else ''}", args, device))
-    print(f"matrix-multiply peak measured here ({str(peak_dtype).replace('torch.', '')} mm): "
-          f"{measured_peak / 1e9:.1f} GFLOP/s; 'of peak' is relative to {peak / 1e9:.1f} GFLOP/s")
-    print(section_table(sections, peak_flops=peak))
+    print(peak_line)
+    print(section_table(sections, peak_flops=peak_flops))
     print(f"max abs output difference from torchvision eager (same weights): {gap:.2e}")
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")

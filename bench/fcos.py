@@ -36,6 +36,7 @@ from bench.timing import (
     autocast,
     header,
     load_line,
+    peak,
     section_table,
     setup,
     time_interleaved,
@@ -101,6 +102,24 @@ def _pair(reference: nn.Module, cfg, device: torch.device) -> dict[str, nn.Modul
     ours = build_detector(cfg)
     ours.load_state_dict(fcos_from_torchvision(reference.state_dict()), strict=True)
     return {"torchvision eager": reference.to(device).eval(), "resbone eager": ours.to(device).eval()}
+
+
+class DenseNetwork(nn.Module):
+    """A detector's backbone, FPN and head as one module, for resbone.analysis.count_macs."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, batch: torch.Tensor):
+        return self.detector.forward_head(batch)
+
+
+def flops(detector: nn.Module, batch: int, size: int) -> float:
+    """FLOPs of the dense network on a batch (2 per multiply-add; post-processing and losses not counted)."""
+    from resbone.analysis import count_macs
+
+    return 2.0 * count_macs(DenseNetwork(detector), (size, size)) * batch
 
 
 def make_inputs(batch: int, size: int, num_classes: int, device: torch.device):
@@ -214,12 +233,14 @@ def run(args, device: torch.device) -> tuple[list[Section], list[str], dict[str,
     with tempfile.TemporaryDirectory() as folder:
         steps = inference_steps(r50, images, args, device, folder)
         gap_lines = gaps(steps)
-        sections = [Section(f"FCOS R-50-FPN inference, {where}", args.batch, time_interleaved(steps, **timing))]
+        r50_flops = flops(r50["resbone eager"], args.batch, args.size)
+        sections = [Section(f"FCOS R-50-FPN inference, {where}", args.batch, time_interleaved(steps, **timing),
+                            r50_flops)]
         if args.profile:
             profiles["inference (resbone eager, R-50-FPN)"] = top_ops(steps["resbone eager"], device)
     steps = train_steps(r50, images, targets, args, device)
     sections.append(Section(f"FCOS R-50-FPN SGD train iteration, {where}", args.batch,
-                            time_interleaved(steps, **timing)))
+                            time_interleaved(steps, **timing), 3 * r50_flops))
     if args.profile:
         profiles["train iteration (resbone eager, R-50-FPN)"] = top_ops(steps["resbone eager"], device)
     del r50, steps
@@ -227,7 +248,8 @@ def run(args, device: torch.device) -> tuple[list[Section], list[str], dict[str,
     images, targets = make_inputs(args.demo_batch, args.demo_size, demo["resbone eager"].num_classes, device)
     sections.append(Section(f"FCOS R-18-FPN (demo config) SGD train iteration, batch {args.demo_batch}x3x"
                             f"{args.demo_size}x{args.demo_size}", args.demo_batch,
-                            time_interleaved(train_steps(demo, images, targets, args, device), **timing)))
+                            time_interleaved(train_steps(demo, images, targets, args, device), **timing),
+                            3 * flops(demo["resbone eager"], args.demo_batch, args.demo_size)))
     return sections, gap_lines, profiles
 
 
@@ -240,12 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.batch, args.size, args.demo_batch, args.warmup, args.repeats = 1, 128, 2, 0, 1
+    args.compile = args.compile and not args.no_compile
     device = setup(args)
     load_before = os.getloadavg()
+    peak_flops, peak_line = peak(args, device)
     sections, gap_lines, profiles = run(args, device)
     load_after = os.getloadavg()
     print(header("FCOS", args, device))
-    print(section_table(sections))
+    print(peak_line + " (GFLOP/s: backbone, FPN and head; a train iteration counted as 3 forward passes)")
+    print(section_table(sections, peak_flops=peak_flops))
     print("\n".join(["same weights, detections of the first image:", *gap_lines]))
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")

@@ -11,22 +11,12 @@ from resbone import create_model
 from resbone.deploy import prepare_for_inference
 from resbone.deploy.inference import compile_options, is_detector
 from tests.helpers import randomize_norms
-from tests.helpers.fcos import SIZE, tiny_fcos
+from tests.helpers.fcos import SIZE, assert_same_detections, tiny_fcos
 
 
 def _images():
     g = torch.Generator().manual_seed(1)
     return [torch.rand(3, SIZE, SIZE, generator=g), torch.rand(3, 64, SIZE, generator=g)]
-
-
-def assert_same_detections(got: list[dict], expected: list[dict], *, box_tol: float = 1e-3,
-                           score_tol: float = 1e-4) -> None:
-    assert len(got) == len(expected)
-    for g, e in zip(got, expected):
-        assert len(e["boxes"]) > 10 and len(g["boxes"]) == len(e["boxes"])
-        assert torch.equal(torch.as_tensor(g["labels"]), e["labels"])
-        assert (torch.as_tensor(g["boxes"]) - e["boxes"]).abs().max() < box_tol
-        assert (torch.as_tensor(g["scores"]) - e["scores"]).abs().max() < score_tol
 
 
 def test_prepared_classifier_equals_torchvision():
@@ -64,13 +54,8 @@ def test_bad_compile_mode_is_refused():
 
 
 @pytest.mark.slow
-def test_compiled_classifier_and_detector_equal_the_eager_ones():
-    torch.manual_seed(0)
-    model = randomize_norms(create_model("resnet18", stage_blocks=(1, 1, 1, 1), num_classes=10)).eval()
-    x = torch.randn(2, 3, 64, 64)
-    with torch.inference_mode():
-        expected, got = model(x), prepare_for_inference(model, compile=True)(x)
-    assert (got - expected).abs().max() / expected.abs().max() < 1e-4
+def test_compiled_detector_gives_the_eager_detections():
+    # (a compiled classifier against torchvision: tests/bench/test_backbone.py, through the bench's output gap)
     detector = tiny_fcos()
     with torch.inference_mode():
         assert_same_detections(prepare_for_inference(detector, compile=True)(_images()), detector(_images()))

@@ -11,9 +11,8 @@ import torchvision
 from resbone import ResNet, create_model
 from resbone.deploy import OnnxDetector, decode_detections, export_onnx
 from resbone.deploy.detector_onnx import nms
-from tests.deploy.test_inference import assert_same_detections
 from tests.helpers import randomize_norms
-from tests.helpers.fcos import SIZE, tiny_fcos
+from tests.helpers.fcos import SIZE, assert_same_detections, tiny_fcos
 
 
 @pytest.mark.parametrize("num_classes", [10, None])

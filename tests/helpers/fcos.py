@@ -1,6 +1,7 @@
 """A small real FCOS detector for the deploy tests: R-18-FPN body (FrozenBN with random statistics, so
 that folding them matters), 64-channel pyramid (the demo's), one conv per tower, 96 px shapes images, and a head biased
-so that a few hundred candidates pass the score threshold and NMS has work to do."""
+so that a few hundred candidates pass the score threshold and NMS has work to do; and the comparison of
+two detectors' detections (PyTorch tensors or numpy arrays)."""
 from __future__ import annotations
 
 import torch
@@ -30,3 +31,13 @@ def tiny_fcos(seed: int = 0, **fcos) -> FCOS:
         model.head.bbox_pred.weight.normal_(0.0, 0.05, generator=g)
         model.head.bbox_pred.bias.fill_(1.0)
     return model.eval()
+
+
+def assert_same_detections(got: list[dict], expected: list[dict], *, box_tol: float = 1e-3,
+                           score_tol: float = 1e-4) -> None:
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert len(e["boxes"]) > 10 and len(g["boxes"]) == len(e["boxes"])
+        assert torch.equal(torch.as_tensor(g["labels"]), e["labels"])
+        assert (torch.as_tensor(g["boxes"]) - e["boxes"]).abs().max() < box_tol
+        assert (torch.as_tensor(g["scores"]) - e["scores"]).abs().max() < score_tol
