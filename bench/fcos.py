@@ -271,7 +271,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(header("FCOS", args, device))
     print(peak_line + " (GFLOP/s: backbone, FPN and head; a train iteration counted as 3 forward passes)")
     print(section_table(sections, peak_flops=peak_flops))
-    print("\n".join(["same weights, detections of the first image:", *gap_lines]))
+    note = "" if args.amp == "off" else f" ({args.amp} autocast: rounding reorders them, expect differences)"
+    print("\n".join([f"same weights, detections of the first image{note}:", *gap_lines]))
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")
     print(load_line(load_before, load_after))

@@ -101,7 +101,7 @@ def top_ops(step: Callable[[], object], device: torch.device, *, rows: int = 12)
     with profile(activities=activities) as prof:
         step()
         synchronize(device)
-    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    sort = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort, row_limit=rows, max_name_column_width=48)
 
 
