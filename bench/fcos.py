@@ -30,18 +30,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from bench.timing import (
-    Section,
-    add_common_arguments,
-    autocast,
-    header,
-    load_line,
-    peak,
-    section_table,
-    setup,
-    time_interleaved,
-    top_ops,
-)
+from bench import timing
 
 NUM_CLASSES = 91  # torchvision's COCO head: 91 logit channels
 DEMO_CONFIG = "configs/fcos/shapes_R_18_FPN.yaml"
@@ -159,7 +148,7 @@ def inference_steps(models: dict[str, nn.Module], images, args, device, folder: 
 
     def step(model: nn.Module) -> Callable[[], object]:
         def call() -> object:
-            with torch.inference_mode(), autocast(device, args.amp):
+            with torch.inference_mode(), timing.autocast(device, args.amp):
                 return model(images)
         return call
 
@@ -188,7 +177,7 @@ def train_steps(models: dict[str, nn.Module], images, targets, args, device) -> 
 
         def call() -> object:
             optimizer.zero_grad(set_to_none=True)
-            with autocast(device, args.amp):
+            with timing.autocast(device, args.amp):
                 losses = model(images, shifted)
             loss = sum(losses.values())
             loss.backward()
@@ -224,38 +213,39 @@ def gaps(steps: dict[str, Callable]) -> list[str]:
     return lines
 
 
-def run(args, device: torch.device) -> tuple[list[Section], list[str], dict[str, str]]:
-    timing = dict(warmup=args.warmup, repeats=args.repeats, device=device)
+def run(args, device: torch.device) -> tuple[list[timing.Section], list[str], dict[str, str]]:
+    def measure(title: str, batch: int, steps: dict[str, Callable], flops_per_call: float) -> timing.Section:
+        seconds = timing.time_interleaved(steps, warmup=args.warmup, repeats=args.repeats, device=device)
+        return timing.Section(title, batch, seconds, flops_per_call)
+
     r50 = build_r50(args.size, device)
     images, targets = make_inputs(args.batch, args.size, NUM_CLASSES, device)
     where = f"batch {args.batch}x3x{args.size}x{args.size}"
+    r50_flops = flops(r50["resbone eager"], args.batch, args.size)
     profiles = {}
     with tempfile.TemporaryDirectory() as folder:
         steps = inference_steps(r50, images, args, device, folder)
         gap_lines = gaps(steps)
-        r50_flops = flops(r50["resbone eager"], args.batch, args.size)
-        sections = [Section(f"FCOS R-50-FPN inference, {where}", args.batch, time_interleaved(steps, **timing),
-                            r50_flops)]
+        sections = [measure(f"FCOS R-50-FPN inference, {where}", args.batch, steps, r50_flops)]
         if args.profile:
-            profiles["inference (resbone eager, R-50-FPN)"] = top_ops(steps["resbone eager"], device)
+            profiles["inference (resbone eager, R-50-FPN)"] = timing.top_ops(steps["resbone eager"], device)
     steps = train_steps(r50, images, targets, args, device)
-    sections.append(Section(f"FCOS R-50-FPN SGD train iteration, {where}", args.batch,
-                            time_interleaved(steps, **timing), 3 * r50_flops))
+    sections.append(measure(f"FCOS R-50-FPN SGD train iteration, {where}", args.batch, steps, 3 * r50_flops))
     if args.profile:
-        profiles["train iteration (resbone eager, R-50-FPN)"] = top_ops(steps["resbone eager"], device)
+        profiles["train iteration (resbone eager, R-50-FPN)"] = timing.top_ops(steps["resbone eager"], device)
     del r50, steps
     demo = build_demo(args.demo_size, device)
     images, targets = make_inputs(args.demo_batch, args.demo_size, demo["resbone eager"].num_classes, device)
-    sections.append(Section(f"FCOS R-18-FPN (demo config) SGD train iteration, batch {args.demo_batch}x3x"
+    sections.append(measure(f"FCOS R-18-FPN (demo config) SGD train iteration, batch {args.demo_batch}x3x"
                             f"{args.demo_size}x{args.demo_size}", args.demo_batch,
-                            time_interleaved(train_steps(demo, images, targets, args, device), **timing),
+                            train_steps(demo, images, targets, args, device),
                             3 * flops(demo["resbone eager"], args.demo_batch, args.demo_size)))
     return sections, gap_lines, profiles
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fcos", description=__doc__.splitlines()[0])
-    add_common_arguments(parser, batch=2, size=512, warmup=1, repeats=5)
+    timing.add_common_arguments(parser, batch=2, size=512, warmup=1, repeats=5)
     parser.add_argument("--demo-batch", type=int, default=8)
     parser.add_argument("--demo-size", type=int, default=96)
     parser.add_argument("--compile", action="store_true", help="add resbone's compiled model to the train rows")
@@ -263,19 +253,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.batch, args.size, args.demo_batch, args.warmup, args.repeats = 1, 128, 2, 0, 1
     args.compile = args.compile and not args.no_compile
-    device = setup(args)
+    device = timing.setup(args)
     load_before = os.getloadavg()
-    peak_flops, peak_line = peak(args, device)
+    peak_flops, peak_line = timing.peak(args, device)
     sections, gap_lines, profiles = run(args, device)
     load_after = os.getloadavg()
-    print(header("FCOS", args, device))
+    print(timing.header("FCOS", args, device))
     print(peak_line + " (GFLOP/s: backbone, FPN and head; a train iteration counted as 3 forward passes)")
-    print(section_table(sections, peak_flops=peak_flops))
+    print(timing.section_table(sections, peak_flops=peak_flops))
     note = "" if args.amp == "off" else f" ({args.amp} autocast: rounding reorders them, expect differences)"
     print("\n".join([f"same weights, detections of the first image{note}:", *gap_lines]))
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")
-    print(load_line(load_before, load_after))
+    print(timing.load_line(load_before, load_after))
     return 0
 
 
