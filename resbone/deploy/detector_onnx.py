@@ -15,9 +15,9 @@ P counts the locations of all levels, finest first, row-major within a level.
 What stays outside, in `decode_detections` (numpy): per level the score threshold and the pre-NMS top-k,
 the scores sqrt(class_prob * centerness), class-wise NMS and the final top-k: the steps whose output size
 depends on the data. Their settings travel in the file's metadata (key `resbone_detector`), which
-`OnnxDetector` reads, so a file alone reproduces the detector. Resizing also stays outside (it changes
-the tensor's size): resize as `DetectionTransform.target_size` says (bilinear), pad, and scale the boxes
-back by original / resized size.
+`OnnxDetector` reads, so a file alone reproduces the detector. Resizing also stays outside the graph (it
+changes the tensor's size): `OnnxDetector` resizes as `DetectionTransform.target_size` says (bilinear,
+torch's interpolate), pads, and scales the boxes back by original / resized size.
 Anchor: resbone.detection.fcos.postprocess_detections, step for step. Reference test:
 tests/deploy/test_onnx.py (onnxruntime + decode_detections give the PyTorch detector's detections on
 shapes validation images).
@@ -71,8 +71,9 @@ class DetectorGraph(nn.Module):
         decode = dict(level_sizes=self.level_sizes, score_thresh=float(d.score_thresh), score_th_on=d.score_th_on,
                       pre_nms_top_n=int(d.pre_nms_top_n), nms_thresh=float(d.nms_thresh),
                       detections_per_img=int(d.detections_per_img))
+        resize = dict(min_size=int(d.transform.min_size_test), max_size=int(d.transform.max_size_test))
         return {METADATA_KEY: json.dumps(dict(input_size=list(self.input_size), num_classes=self.num_classes,
-                                              decode=decode))}
+                                              decode=decode, resize=resize))}
 
     def forward(self, images: torch.Tensor, image_sizes: torch.Tensor):
         x = images.flip(1) * 255.0 if self.to_bgr255 else images
@@ -157,7 +158,9 @@ def decode_detections(boxes: np.ndarray, class_probs: np.ndarray, centerness: np
 
 
 class OnnxDetector:
-    """An exported detector in onnxruntime: pads the (already resized) images, runs the graph, decodes.
+    """An exported detector in onnxruntime, called as the PyTorch detector is called in eval mode: each image
+    resized by the detector's rule (INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, bilinear), padded into the graph's
+    input, run, decoded, and the boxes scaled back to the image's own pixels.
 
     detector = OnnxDetector("fcos.onnx"); detector([image])  # image: float32 [3, h, w], RGB 0..1
     """
@@ -175,6 +178,18 @@ class OnnxDetector:
         self.input_size = tuple(info["input_size"])
         self.num_classes = int(info["num_classes"])
         self.decode = dict(info["decode"])
+        self.min_size, self.max_size = int(info["resize"]["min_size"]), int(info["resize"]["max_size"])
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """DetectionTransform's test-time resize (the detector normalises first; both steps are linear per
+        channel, so the order changes rounding only)."""
+        height, width = image.shape[1:]
+        scale = min(self.min_size / min(height, width), self.max_size / max(height, width))
+        if scale == 1.0:
+            return image
+        resized = torch.nn.functional.interpolate(torch.from_numpy(image)[None], scale_factor=scale, mode="bilinear",
+                                                  recompute_scale_factor=True, align_corners=False)
+        return resized[0].numpy()
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         height, width = self.input_size
@@ -182,10 +197,18 @@ class OnnxDetector:
         sizes = np.zeros((len(images), 2), dtype=np.int64)
         for i, image in enumerate(images):
             image = np.asarray(image, dtype=np.float32)
-            if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] > height or image.shape[2] > width:
-                raise ValueError(f"image {i} must be float [3, h, w] with h <= {height} and w <= {width} (the "
-                                 f"exported input size; resize it first), got shape {image.shape}")
-            batch[i, :, :image.shape[1], :image.shape[2]] = image
-            sizes[i] = image.shape[1:]
+            if image.ndim != 3 or image.shape[0] != 3:
+                raise ValueError(f"image {i} must be float [3, H, W] (RGB, 0..1), got shape {image.shape}")
+            resized = self.resize(image)
+            if resized.shape[1] > height or resized.shape[2] > width:
+                raise ValueError(f"image {i} ({image.shape[1]}x{image.shape[2]}) resizes to "
+                                 f"{resized.shape[1]}x{resized.shape[2]}, larger than the exported input "
+                                 f"{height}x{width}; export with a larger input_size")
+            batch[i, :, :resized.shape[1], :resized.shape[2]] = resized
+            sizes[i] = resized.shape[1:]
         outputs = self.session.run(None, {"images": batch, "image_sizes": sizes})
-        return decode_detections(*outputs, **self.decode)
+        results = decode_detections(*outputs, **self.decode)
+        for result, image, (resized_h, resized_w) in zip(results, images, sizes):
+            ratio_h, ratio_w = np.shape(image)[1] / resized_h, np.shape(image)[2] / resized_w
+            result["boxes"] = result["boxes"] * np.array([ratio_w, ratio_h, ratio_w, ratio_h], dtype=np.float32)
+        return results

@@ -108,9 +108,11 @@ def test_detector_in_onnxruntime_gives_the_pytorch_detections_on_shapes_images(t
     path = export_onnx(model, tmp_path / "fcos.onnx", input_size=(SIZE, SIZE))
     detector = OnnxDetector(path)
     assert detector.input_size == (SIZE, SIZE) and detector.num_classes == 3
-    # one image smaller than the graph's input (64x96: the detector's resizing leaves it as it is), so that
-    # padding and clipping are checked too
-    images = [*shapes_val, shapes_val[0][:, :64, :].contiguous()]
+    # smaller images: 64x96 is padded into the graph's 96x96 input, 40x60 is resized to 64x96 first, 120x120
+    # down to 96x96; boxes come back in each image's own pixels, clipped to it
+    crop = shapes_val[0]
+    images = [*shapes_val, crop[:, :64, :].contiguous(), crop[:, 10:50, 20:80].contiguous(),
+              torch.nn.functional.interpolate(crop[None], size=(120, 120), mode="bilinear")[0]]
     with torch.no_grad():
         expected = model(images)
     got = detector([im.numpy() for im in images])
