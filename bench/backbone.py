@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 from typing import Sequence
 
 import torch
@@ -25,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.timing import (
+    Machine,
     Section,
     add_common_arguments,
     autocast,
     header,
-    load_line,
     peak,
     section_table,
     setup,
@@ -151,17 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.batch, args.size, args.warmup, args.repeats = 2, 32, 0, 1
     device = setup(args)
-    load_before = os.getloadavg()
-    peak_flops, peak_line = peak(args, device)
-    sections, profiles, gap = run(args, device)
-    load_after = os.getloadavg()
+    with Machine() as machine:
+        peak_flops, peak_line = peak(args, device)
+        sections, profiles, gap = run(args, device)
     print(header(f"{args.arch}{' channels_last' if args.channels_last else ''}", args, device))
     print(peak_line)
     print(section_table(sections, peak_flops=peak_flops))
     print(f"max abs output difference from torchvision eager (same weights): {gap:.2e}")
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")
-    print(load_line(load_before, load_after))
+    print(machine.line())
     return 0
 
 

@@ -254,10 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.batch, args.size, args.demo_batch, args.warmup, args.repeats = 1, 128, 2, 0, 1
     args.compile = args.compile and not args.no_compile
     device = timing.setup(args)
-    load_before = os.getloadavg()
-    peak_flops, peak_line = timing.peak(args, device)
-    sections, gap_lines, profiles = run(args, device)
-    load_after = os.getloadavg()
+    with timing.Machine() as machine:
+        peak_flops, peak_line = timing.peak(args, device)
+        sections, gap_lines, profiles = run(args, device)
     print(timing.header("FCOS", args, device))
     print(peak_line + " (GFLOP/s: backbone, FPN and head; a train iteration counted as 3 forward passes)")
     print(timing.section_table(sections, peak_flops=peak_flops))
@@ -265,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join([f"same weights, detections of the first image{note}:", *gap_lines]))
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")
-    print(timing.load_line(load_before, load_after))
+    print(machine.line())
     return 0
 
 

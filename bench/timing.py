@@ -151,6 +151,18 @@ def header(title: str, args, device: torch.device) -> str:
             f"{args.warmup} warmup + {args.repeats} interleaved repeats")
 
 
-def load_line(before: Sequence[float], after: Sequence[float]) -> str:
-    """How busy the machine was: the numbers are only comparable within one run."""
-    return f"load average (1 min) before / after: {before[0]:.2f} / {after[0]:.2f} on {os.cpu_count()} CPUs"
+class Machine:
+    """How busy the machine was around a run, and how long the run took (compiling included): the numbers
+    are only comparable within one run."""
+
+    def __enter__(self) -> "Machine":
+        self.load_before, self.start = os.getloadavg(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.load_after, self.seconds = os.getloadavg(), time.perf_counter() - self.start
+
+    def line(self) -> str:
+        return (f"load average (1 min) before / after: {self.load_before[0]:.2f} / {self.load_after[0]:.2f} on "
+                f"{os.cpu_count()} CPUs; the whole run took {self.seconds:.0f} s (model building and compiling "
+                f"included)")
