@@ -87,7 +87,7 @@ def matmul_peak(device: torch.device, *, dtype: torch.dtype = torch.float32, n: 
 def peak(args, device: torch.device) -> tuple[float, str]:
     """The FLOP/s the 'of peak' column divides by (--peak-tflops, else measured) and a line saying so."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp, torch.float32)
-    measured = matmul_peak(device, dtype=dtype, n=512 if args.quick else 4096)
+    measured = matmul_peak(device, dtype=dtype, n=512 if args.quick else 8192 if device.type == "cuda" else 4096)
     chosen = args.peak_tflops * 1e12 if args.peak_tflops else measured
     return chosen, (f"matrix-multiply peak measured here ({str(dtype).replace('torch.', '')} mm): "
                     f"{measured / 1e9:.1f} GFLOP/s; 'of peak' is relative to {chosen / 1e9:.1f} GFLOP/s")
