@@ -177,6 +177,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. SOLVER.MAX_ITER 200 MODEL.DEVICE cpu")
 
 
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads per process (default: $OMP_NUM_THREADS, else the cores this process "
+                        "may use divided by torchrun's local processes)")
+
+
 def _print_eval(results: dict) -> None:
     from resbone.detection.evaluation import COCO_METRICS
 
@@ -188,6 +194,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a detector from a config (torchrun -m resbone train ... for DDP)")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
+    _add_threads_arg(p)
     p.set_defaults(func=_run_train)
 
 
@@ -198,7 +205,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     cfg = load_cfg(args.config, args.opts)
     try:
-        result = Trainer(cfg, resume=args.resume).train()
+        result = Trainer(cfg, resume=args.resume, threads=args.threads).train()
         if distributed.is_main_process() and result.get("eval"):
             _print_eval(result["eval"])
     finally:
@@ -210,6 +217,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a detector (COCO AP) on the config's DATASETS.TEST")
     _add_config_args(p)
     p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
+    _add_threads_arg(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -220,7 +228,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     cfg = load_cfg(args.config, args.opts)
     try:
-        results = evaluate_weights(cfg, args.weights)
+        results = evaluate_weights(cfg, args.weights, threads=args.threads)
         if distributed.is_main_process():
             _print_eval(results)
     finally:
@@ -236,6 +244,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="folder for the annotated PNGs")
     p.add_argument("--score-threshold", type=float, default=0.3)
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
+    _add_threads_arg(p)
     p.set_defaults(func=_run_predict)
 
 
@@ -244,7 +253,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from resbone.engine.predictor import predict_images
 
     cfg = load_cfg(args.config, args.opts)
-    for path in predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold):
+    for path in predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold,
+                                threads=args.threads):
         print(path)
     return 0
 

@@ -15,9 +15,9 @@ from torch import nn
 from resbone import convert as resbone_convert
 from resbone.detection.data import read_image
 from resbone.detection.detector import build_detector
-from resbone.engine import distributed as comm
-from resbone.engine.checkpoint import load_checkpoint
-from resbone.engine.trainer import evaluate, select_device, setup_logging
+from resbone.engine.checkpoint import load_training_state
+from resbone.engine.evaluation import evaluate
+from resbone.engine.runtime import start_process
 from resbone.engine.visualize import draw_detections
 
 __all__ = ["load_detector", "evaluate_weights", "predict_images"]
@@ -48,7 +48,7 @@ def load_detector(cfg, weights: str) -> tuple[nn.Module, list[str] | None]:
     state = None
     if not weights.endswith((".safetensors", ".pkl")):  # only resbone's training checkpoints record them
         try:
-            state = load_checkpoint(weights)
+            state = load_training_state(weights)
         except ValueError:  # a pickle torch.load will not read safely: resbone.convert read its tensors
             pass
     if isinstance(state, dict) and isinstance(state.get("class_names"), list):
@@ -57,30 +57,27 @@ def load_detector(cfg, weights: str) -> tuple[nn.Module, list[str] | None]:
     return model, class_names
 
 
-def evaluate_weights(cfg, weights: str) -> dict[str, dict[str, float]]:
+def evaluate_weights(cfg, weights: str, *, threads: int | None = None) -> dict[str, dict[str, float]]:
     """COCO AP of a checkpoint on every set of DATASETS.TEST (runs under torchrun too)."""
-    comm.init_distributed(str(cfg.MODEL.DEVICE) if torch.cuda.is_available() else "cpu")
-    setup_logging()
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty; name the sets to evaluate, e.g. "
                          "DATASETS.TEST \"('shapes_val',)\"")
-    device = select_device(cfg)
+    device = start_process(cfg, threads=threads)
     model, _ = load_detector(cfg, weights)
     return evaluate(cfg, model.to(device), device)
 
 
 @torch.no_grad()
 def predict_images(cfg, weights: str, images: Sequence[str], out_dir: str, *,
-                   score_threshold: float = 0.3) -> list[str]:
+                   score_threshold: float = 0.3, threads: int | None = None) -> list[str]:
     """Run the detector on image files and write `out_dir/<name>.png` with boxes, class names and
     scores; returns the written paths."""
-    setup_logging()
     if not images:
         raise ValueError("give at least one image file to predict on")
     if not 0.0 <= score_threshold <= 1.0:
         raise ValueError(f"score_threshold must be in [0, 1] (scores are probabilities), got {score_threshold}")
     outputs = _output_paths(images, out_dir)
-    device = select_device(cfg)
+    device = start_process(cfg, threads=threads)
     model, class_names = load_detector(cfg, weights)
     model.to(device)
     written = []

@@ -5,32 +5,19 @@ time (`plot_curves(OUTPUT_DIR)`). matplotlib with the Agg backend: no display ne
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
 import torch
 from PIL import Image, ImageDraw
 
+from resbone.engine.metrics import read_metrics
+from resbone.utils.files import atomic_path
+
 __all__ = ["read_metrics", "plot_curves", "draw_detections"]
 
 _COLORS = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128)]
-
-
-def read_metrics(path: str) -> list[dict]:
-    if not os.path.isfile(path):
-        return []
-    rows = []
-    with open(path) as handle:
-        for line in handle:
-            try:
-                row = json.loads(line)
-            except ValueError:  # blank, or cut short by a killed run
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
 
 
 def plot_curves(output_dir: str, name: str = "curves.png") -> str | None:
@@ -58,10 +45,11 @@ def plot_curves(output_dir: str, name: str = "curves.png") -> str | None:
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     path = os.path.join(output_dir, name)
-    tmp = path + f".tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:  # savefig picks the format from the suffix
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -85,5 +73,6 @@ def draw_detections(image: torch.Tensor, prediction: dict, path: str, *,
         draw.rectangle([x, y, x + 6 * len(text) + 2, y + 10], fill=color)
         draw.text((x + 1, y - 1), text, fill=(255, 255, 255))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    canvas.save(path)
+    with atomic_path(path, suffix=os.path.splitext(path)[1]) as tmp:  # PIL picks the format from the suffix
+        canvas.save(tmp)
     return path

@@ -13,7 +13,7 @@ from PIL import Image
 
 from resbone.engine.config import load_cfg
 from resbone.engine.predictor import load_detector, predict_images
-from resbone.engine.trainer import build_model
+from resbone.engine.trainer import build_detector_with_weight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "fcos", "shapes_R_18_FPN.yaml")
@@ -25,7 +25,7 @@ NARROW = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "M
 def weights(tmp_path):
     torch.manual_seed(0)
     path = str(tmp_path / "detector.pth")
-    torch.save(build_model(load_cfg(CONFIG, NARROW)).state_dict(), path)
+    torch.save(build_detector_with_weight(load_cfg(CONFIG, NARROW)).state_dict(), path)
     return path
 
 
