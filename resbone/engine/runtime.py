@@ -19,7 +19,7 @@ import torch
 from resbone.engine import distributed as comm
 
 __all__ = ["logger", "setup_logging", "select_device", "ThreadChoice", "choose_threads", "setup_threads",
-           "start_process"]
+           "join_processes", "start_process"]
 
 logger = logging.getLogger("resbone")
 
@@ -124,9 +124,14 @@ def setup_threads(threads: int | None = None) -> ThreadChoice:
     return choice
 
 
+def join_processes(cfg) -> None:
+    """Join torchrun's process group (if any: WORLD_SIZE > 1); a second call does nothing."""
+    comm.init_distributed(str(cfg.MODEL.DEVICE) if torch.cuda.is_available() else "cpu")
+
+
 def start_process(cfg, output_dir: str | None = None, *, threads: int | None = None) -> torch.device:
     """Join torchrun's process group (if any), set up the log and the threads; returns the device."""
-    comm.init_distributed(str(cfg.MODEL.DEVICE) if torch.cuda.is_available() else "cpu")
+    join_processes(cfg)
     setup_logging(output_dir)
     setup_threads(threads)
     return select_device(cfg)

@@ -26,9 +26,11 @@ from resbone.engine.config import check_weight
 from resbone.engine.data import build_dataset, build_train_batches, per_rank
 from resbone.engine.evaluation import evaluate
 from resbone.engine.metrics import append_records, truncate_records, write_json
-from resbone.engine.runtime import logger, start_process
+from resbone.engine.output_dir import claim_output_dir
+from resbone.engine.runtime import join_processes, logger, start_process
 from resbone.engine.solver import build_lr_scheduler, build_optimizer
 from resbone.engine.visualize import plot_curves
+from resbone.utils.files import naming_write_errors
 
 __all__ = ["Trainer", "build_detector_with_weight"]
 
@@ -49,19 +51,40 @@ class Trainer:
 
     `trainer.train()` runs SOLVER.MAX_ITER iterations (from the last checkpoint if resume=True), saves
     model_NNNNNNN.pth every CHECKPOINT_PERIOD and model_final.pth, then evaluates on DATASETS.TEST when
-    SOLVER.TEST_AFTER_TRAIN; returns {'iteration', 'loss', 'eval': {...}}. `threads`: intra-op threads
-    (default: OMP_NUM_THREADS, else this process's share of the cores, see runtime.choose_threads)."""
+    SOLVER.TEST_AFTER_TRAIN; returns {'iteration', 'loss', 'eval': {...}}.
+    An OUTPUT_DIR holding a run is refused unless `resume` or `overwrite`; the trainer holds OUTPUT_DIR/run.lock
+    from construction to the end of train() (or close()). `threads`: intra-op threads (default:
+    OMP_NUM_THREADS, else this process's share of the cores, see runtime.choose_threads)."""
 
-    def __init__(self, cfg, *, model: nn.Module | None = None, resume: bool = False,
+    def __init__(self, cfg, *, model: nn.Module | None = None, resume: bool = False, overwrite: bool = False,
                  model_fn: Callable | None = None, threads: int | None = None) -> None:
         self.cfg = cfg
         self.output_dir = cfg.OUTPUT_DIR
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(f"OUTPUT_DIR {self.output_dir} is a file; pass a folder for the checkpoints and logs")
-        self.device = start_process(cfg, self.output_dir, threads=threads)
-        self.batch_size = per_rank(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
         if model is None and model_fn is None:
-            check_weight(cfg.MODEL.WEIGHT)  # before generating data: the cheap error first
+            check_weight(cfg.MODEL.WEIGHT)  # before generating data or taking the folder: the cheap error first
+        join_processes(cfg)
+        self.lock = None
+        try:
+            with naming_write_errors(self.output_dir):
+                if comm.is_main_process():
+                    self.lock = claim_output_dir(self.output_dir, resume=resume, overwrite=overwrite)
+                self.device = start_process(cfg, self.output_dir, threads=threads)
+            self._build(model, model_fn, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release OUTPUT_DIR's lock (train() does it when it ends)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _build(self, model: nn.Module | None, model_fn: Callable | None, resume: bool) -> None:
+        cfg = self.cfg
+        self.batch_size = per_rank(cfg.SOLVER.IMS_PER_BATCH, "SOLVER.IMS_PER_BATCH")
         self.dataset = build_dataset(cfg, cfg.DATASETS.TRAIN, is_train=True)
         if model is None and model_fn is None:
             _check_num_classes(cfg, self.dataset)
@@ -117,8 +140,9 @@ class Trainer:
             return
         if comm.is_main_process():
             name = "model_final.pth" if done == self.cfg.SOLVER.MAX_ITER else f"model_{done:07d}.pth"
-            save_checkpoint(self.output_dir, name, self._state(done))
-            plot_curves(self.output_dir)
+            with naming_write_errors(self.output_dir):
+                save_checkpoint(self.output_dir, name, self._state(done))
+                plot_curves(self.output_dir)
         comm.barrier()
 
     # -- one iteration
@@ -153,6 +177,12 @@ class Trainer:
 
     # -- the loop
     def train(self) -> dict:
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> dict:
         from tqdm import tqdm
 
         solver = self.cfg.SOLVER
@@ -185,7 +215,8 @@ class Trainer:
                         self.start_iter, self.cfg.SOLVER.MAX_ITER, self.cfg.SOLVER.IMS_PER_BATCH,
                         comm.get_world_size(), self.device)
             # a fresh run starts a fresh log; a resumed one drops what it will write again
-            truncate_records(self._metrics_path, self.start_iter)
+            with naming_write_errors(self.output_dir):
+                truncate_records(self._metrics_path, self.start_iter)
         return model
 
     @property
@@ -202,7 +233,8 @@ class Trainer:
         means = log.take()
         record = dict(iter=done, lr=lr, **{k: round(v, 6) for k, v in means.items()}, data_time=round(data_time, 4),
                       time=round(log.seconds_per_iteration(done), 4))
-        append_records(self._metrics_path, [record])
+        with naming_write_errors(self.output_dir):
+            append_records(self._metrics_path, [record])
         if not solver.PROGRESS_BAR:
             logger.info("iter %d/%d  lr %.4g  %s", done, solver.MAX_ITER, lr,
                         "  ".join(f"{k} {v:.4f}" for k, v in means.items()))
@@ -218,9 +250,10 @@ class Trainer:
         if cfg.SOLVER.TEST_AFTER_TRAIN and cfg.DATASETS.TEST:
             result["eval"] = evaluate(cfg, self.model, self.device, progress=bool(cfg.SOLVER.PROGRESS_BAR))
             if main:
-                append_records(self._metrics_path, [dict(iter=cfg.SOLVER.MAX_ITER, dataset=name, **metrics)
-                                                    for name, metrics in result["eval"].items()])
-                write_json(os.path.join(self.output_dir, "eval_results.json"), result["eval"])
+                with naming_write_errors(self.output_dir):
+                    append_records(self._metrics_path, [dict(iter=cfg.SOLVER.MAX_ITER, dataset=name, **metrics)
+                                                        for name, metrics in result["eval"].items()])
+                    write_json(os.path.join(self.output_dir, "eval_results.json"), result["eval"])
         return result
 
 
