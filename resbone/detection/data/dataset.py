@@ -56,6 +56,10 @@ class COCODetection(torch.utils.data.Dataset):
         if remove_images_without_annotations:
             ids = [i for i in ids if any(not a.get("iscrowd", 0) and _valid_box(a["bbox"])
                                          for a in self.coco.imgToAnns.get(i, []))]
+            if not ids:  # "0 images" further on would blame the images, not the missing boxes
+                found = (f"has {len(self.coco.imgs)} images but none with a box ({len(self.coco.anns)} annotations; "
+                         "crowd boxes and boxes under 1 px do not count)" if self.coco.imgs else "lists no images")
+                raise ValueError(f"annotation file {ann_file} {found}; training needs images with boxes")
         self.ids = ids
         self.cat_ids = sorted(self.coco.getCatIds())
         self.cat_id_to_label = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
