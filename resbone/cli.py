@@ -6,6 +6,7 @@ the library; nothing here computes anything the library does not expose.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -183,17 +184,29 @@ def _add_threads_arg(p: argparse.ArgumentParser) -> None:
                         "may use divided by torchrun's local processes)")
 
 
-def _print_eval(results: dict) -> None:
+def _add_allow_missing_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-missing", action="store_true",
+                   help="run even when the weights leave some of the detector's tensors missing (or hold "
+                        "others); those keep their initial values and the result says 'partial weights'")
+
+
+def _partial_note(partial: str | None) -> str:
+    return f"  (partial weights: {partial})" if partial else ""
+
+
+def _print_eval(results: dict, partial: str | None = None) -> None:
     from resbone.detection.evaluation import COCO_METRICS
 
     for name, metrics in results.items():
-        print(f"{name}: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in COCO_METRICS))
+        print(f"{name}: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in COCO_METRICS) + _partial_note(partial))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a detector from a config (torchrun -m resbone train ... for DDP)")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run OUTPUT_DIR holds (its checkpoints, metrics, curves) with a fresh one")
     _add_threads_arg(p)
     p.set_defaults(func=_run_train)
 
@@ -205,7 +218,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     cfg = load_cfg(args.config, args.opts)
     try:
-        result = Trainer(cfg, resume=args.resume, threads=args.threads).train()
+        result = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, threads=args.threads).train()
         if distributed.is_main_process() and result.get("eval"):
             _print_eval(result["eval"])
     finally:
@@ -217,6 +230,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a detector (COCO AP) on the config's DATASETS.TEST")
     _add_config_args(p)
     p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
+    _add_allow_missing_arg(p)
     _add_threads_arg(p)
     p.set_defaults(func=_run_eval)
 
@@ -228,9 +242,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     cfg = load_cfg(args.config, args.opts)
     try:
-        results = evaluate_weights(cfg, args.weights, threads=args.threads)
+        results = evaluate_weights(cfg, args.weights, allow_missing=args.allow_missing, threads=args.threads)
         if distributed.is_main_process():
-            _print_eval(results)
+            _print_eval(results, results.partial_weights)
     finally:
         distributed.cleanup()
     return 0
@@ -240,9 +254,17 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="draw a detector's boxes, labels and scores on images (PNG)")
     p.add_argument("config", help="the YAML config the detector was trained with")
     p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="*", help="image files (none with --grid)")
     p.add_argument("--out", required=True, help="folder for the annotated PNGs")
     p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--gt", "--show-gt", dest="show_gt", action="store_true",
+                   help="draw the ground truth beside the prediction (images of the config's data sets, or --gt-file)")
+    p.add_argument("--gt-file", default=None, metavar="ANN.json", help="a COCO json holding the images' boxes")
+    p.add_argument("--grid", type=int, default=None, metavar="N",
+                   help="instead of image files: the first N images of DATASETS.TEST[0], ground truth | prediction, "
+                        "in one OUT/grid_<set>.png")
+    p.add_argument("--grid-columns", type=int, default=2, metavar="C", help="image pairs per row of the grid")
+    _add_allow_missing_arg(p)
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
     _add_threads_arg(p)
     p.set_defaults(func=_run_predict)
@@ -250,12 +272,21 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
 
 def _run_predict(args: argparse.Namespace) -> int:
     from resbone.engine.config import load_cfg
-    from resbone.engine.predictor import predict_images
+    from resbone.engine.predictor import draw_validation_grid, predict_images
 
     cfg = load_cfg(args.config, args.opts)
-    for path in predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold,
-                                threads=args.threads):
-        print(path)
+    if args.grid is not None:
+        if args.images:
+            raise ValueError(f"--grid draws DATASETS.TEST's images; drop the image files {args.images[:3]} or --grid")
+        print(draw_validation_grid(cfg, args.weights, args.out, num_images=args.grid, columns=args.grid_columns,
+                                   score_threshold=args.score_threshold, allow_missing=args.allow_missing,
+                                   threads=args.threads))
+        return 0
+    written = predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold,
+                             show_gt=args.show_gt, gt_file=args.gt_file, allow_missing=args.allow_missing,
+                             threads=args.threads)
+    for path in written:
+        print(path + _partial_note(written.partial_weights))
     return 0
 
 
@@ -265,27 +296,62 @@ _COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, _add_data, _add
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resbone", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an expected failure too (also: RESBONE_DEBUG=1); may follow "
+                             "the command")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
+_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
+
+
+def _expected_failure(error: BaseException) -> tuple[int, str] | None:
+    """(exit status, one line) for a failure the user can act on; None for a bug (its traceback shows)."""
+    from resbone.utils.files import WriteError, is_disk_error
+
+    if isinstance(error, _USER_ERRORS):
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        return 2, str(message)
+    if isinstance(error, (FloatingPointError, WriteError)):  # a diverging loss, a disk the engine named
+        return 1, str(error)
+    if not is_disk_error(error):
+        return None
+    if isinstance(error, OSError):  # a full / read-only / forbidden disk outside the engine's OUTPUT_DIR
+        return 1, f"{error.strerror}: {error.filename}" if error.filename else str(error)
+    return 1, f"a write failed, the disk may be full ({str(error).strip().splitlines()[0]})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--debug` anywhere (`resbone train CFG --debug`): argparse only knows it before the command
+    debug = "--debug" in argv or os.environ.get("RESBONE_DEBUG", "").strip() not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # `KEY VALUE` overrides may also follow an option (`eval CFG --weights W MODEL.DEVICE cpu`): argparse
-    # ends a positional `nargs='*'` at the first option, so the rest arrives here.
-    if extra and isinstance(getattr(args, "opts", None), list) and not any(e.startswith("-") for e in extra):
+    # `KEY VALUE` overrides may also follow an option (`eval CFG --weights W MODEL.DEVICE cpu`), and predict's
+    # image files too (`predict CFG --weights W a.png`): argparse fills a positional `nargs='*'` (empty) at
+    # the first positional it meets, so the rest arrives here.
+    plain = extra and not any(e.startswith("-") for e in extra)
+    if plain and getattr(args, "images", None) == []:
+        args.images = extra
+    elif plain and isinstance(getattr(args, "opts", None), list):
         args.opts += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"resbone {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        failure = _expected_failure(error)
+        if failure is None or debug:
+            raise
+        status, message = failure
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        hint = " (RESBONE_DEBUG=1 shows the traceback)" if status == 1 else ""
+        print(f"resbone {args.command}: error: {message}{hint}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from resbone.detection.data import COCODetection, collate, resolve_dataset
 from resbone.engine import distributed as comm
 
-__all__ = ["build_dataset", "build_train_batches", "build_test_loader", "per_rank"]
+__all__ = ["build_dataset", "build_train_batches", "build_test_loader", "per_rank", "shapes_settings"]
 
 
 def build_dataset(cfg, names, *, is_train: bool) -> COCODetection:
@@ -23,8 +23,7 @@ def build_dataset(cfg, names, *, is_train: bool) -> COCODetection:
     if not names:
         raise ValueError(f"DATASETS.{'TRAIN' if is_train else 'TEST'} is empty; name a data set, "
                          "e.g. DATASETS.TRAIN \"('shapes_train',)\"")
-    shapes = dict(num_train=cfg.DATASETS.SHAPES.NUM_TRAIN, num_val=cfg.DATASETS.SHAPES.NUM_VAL,
-                  image_size=cfg.DATASETS.SHAPES.IMAGE_SIZE, seed=cfg.DATASETS.SHAPES.SEED)
+    shapes = shapes_settings(cfg)
     # rank 0 generates the shapes set (if needed) while the others wait
     if comm.is_main_process():
         paths = [resolve_dataset(n, root=cfg.DATASETS.ROOT, shapes=shapes) for n in names]
@@ -37,6 +36,12 @@ def build_dataset(cfg, names, *, is_train: bool) -> COCODetection:
     if len(sets) == 1:
         return sets[0]
     return _ConcatDetection(sets)
+
+
+def shapes_settings(cfg) -> dict:
+    """DATASETS.SHAPES as resolve_dataset's `shapes` argument."""
+    return dict(num_train=cfg.DATASETS.SHAPES.NUM_TRAIN, num_val=cfg.DATASETS.SHAPES.NUM_VAL,
+                image_size=cfg.DATASETS.SHAPES.IMAGE_SIZE, seed=cfg.DATASETS.SHAPES.SEED)
 
 
 class _ConcatDetection(torch.utils.data.ConcatDataset):

@@ -77,7 +77,7 @@ def test_predict_writes_one_drawing_per_image(tmp_path, weights):
     image = _png(tmp_path / "photos" / "a.png")
     written = predict_images(load_cfg(CONFIG, NARROW), weights, [image], str(tmp_path / "out"))
     assert written == [str(tmp_path / "out" / "a.png")]
-    assert Image.open(written[0]).size == (64, 64)
+    assert Image.open(written[0]).size == (384, 384)  # enlarged 6x: labels readable (issue 10 item 7)
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5])
