@@ -107,8 +107,8 @@ class FCOS(nn.Module):
         self._check_inputs(images, targets)
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         batch, image_sizes, targets = self.transform(images, targets if self.training else None)
-        if self.training and batch.shape[0] == 1:
-            self._check_batch_statistics(batch, original_sizes[0])
+        if batch.shape[0] == 1:
+            self._check_single_image(batch, original_sizes[0])
         # Losses and decoding in float32 also under autocast (exp / IoU / box coordinates overflow fp16).
         logits, regression, centerness = ([o.float() for o in outputs] for outputs in self.forward_head(batch))
         locations = self.locations(logits)
@@ -134,20 +134,24 @@ class FCOS(nn.Module):
                            torch.cat(labels), torch.cat(reg_targets), iou_loss_type=self.iou_loss_type,
                            alpha=self.loss_alpha, gamma=self.loss_gamma, reg_weighting=self.reg_loss_weighting)
 
-    def _check_batch_statistics(self, batch: torch.Tensor, original_size: tuple[int, int]) -> None:
-        """BatchNorm in training needs more than one value per channel; one image whose deepest backbone map
-        is 1x1 gives it one, and BatchNorm's own error names neither the image size nor the way out."""
-        stride = max(int(info["stride"]) for info in self.backbone.feature_info)
+    def _check_single_image(self, batch: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """BatchNorm in training, and GroupNorm with one channel per group always, need more than one value per
+        channel; one image whose deepest map is 1x1 gives them one, and torch's own error ('Expected more than
+        1 value per channel') names neither the image size nor the way out."""
         height, width = int(batch.shape[-2]), int(batch.shape[-1])
-        if math.ceil(height / stride) * math.ceil(width / stride) > 1:
-            return
-        if any(is_batch_norm(m) and m.training for m in self.backbone.modules()):
-            raise ValueError(
-                f"FCOS training on one image of {original_size[0]}x{original_size[1]} (resized and padded to "
-                f"{height}x{width}) gives a 1x1 map at the backbone's stride {stride}, where its BatchNorm layers "
-                f"cannot compute batch statistics: the minimum is {stride + 1} px on at least one side after "
-                f"resizing (INPUT.MIN_SIZE_TRAIN / MAX_SIZE_TRAIN), or 2 images per batch, or frozen norms "
-                f"(FrozenBN, norm_eval=True)")
+        backbone_stride = max(int(info["stride"]) for info in self.backbone.feature_info)
+        for part, stride in ((self.backbone, backbone_stride), (self.head, max(self.strides))):
+            if math.ceil(height / stride) * math.ceil(width / stride) > 1:
+                continue
+            norm = next((m for m in part.modules() if _needs_two_values_per_channel(m)), None)
+            if norm is not None:
+                raise ValueError(
+                    f"FCOS on one image of {original_size[0]}x{original_size[1]} (resized and padded to "
+                    f"{height}x{width}) gives a 1x1 map at stride {stride}, where the {type(norm).__name__} "
+                    f"layers of its {'backbone' if part is self.backbone else 'head'} have one value per channel: "
+                    f"the minimum is {stride + 1} px on at least one side after resizing (INPUT.MIN_SIZE_*, "
+                    f"MAX_SIZE_*), or 2 images per batch, or frozen norms (FrozenBN, norm_eval=True) or "
+                    f"GroupNorm with 2+ channels per group")
 
     def _check_inputs(self, images, targets) -> None:
         if not isinstance(images, (list, tuple)) or not images:
@@ -182,6 +186,11 @@ class FCOS(nn.Module):
             if bad.any():
                 raise ValueError(f"target {i} has a box with non-positive width or height: "
                                  f"{boxes[bad][0].tolist()} (boxes are x1, y1, x2, y2 with x2 > x1, y2 > y1)")
+
+
+def _needs_two_values_per_channel(module: nn.Module) -> bool:
+    return (is_batch_norm(module) and module.training) or (
+        isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels)
 
 
 def _min_size_train(inp) -> tuple[int, ...]:

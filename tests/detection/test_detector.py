@@ -136,13 +136,25 @@ def test_one_image_whose_last_map_is_1x1_names_the_size_and_the_minimum():
     model = _one_image_batch_norm_model()
     image = [torch.rand(3, 30, 30)]
     target = [dict(boxes=torch.tensor([[2.0, 3.0, 20.0, 25.0]]), labels=torch.tensor([1]))]
-    with pytest.raises(ValueError, match=r"one image of 30x30 \(resized and padded to 32x32\).*1x1 map at the "
-                                         r"backbone's stride 32.*minimum is 33 px.*2 images per batch"):
+    with pytest.raises(ValueError, match=r"one image of 30x30 \(resized and padded to 32x32\).*1x1 map at "
+                                         r"stride 32.*BatchNorm2d layers of its backbone.*minimum is 33 px.*"
+                                         r"2 images per batch"):
         model(image, target)
     # the check fires only where BatchNorm would fail: two such images, or frozen statistics, train
     assert torch.isfinite(sum(model(image * 2, target * 2).values()))
     model.backbone.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
     assert torch.isfinite(sum(model(image, target).values()))
+
+
+def test_one_image_under_a_one_channel_per_group_head_names_the_minimum():
+    """A 32-channel head has GroupNorm(32, 32): one value per channel at a 1x1 P7, in evaluation too."""
+    cfg = _cfg()
+    cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 32
+    model = build_detector(cfg).eval()
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"1x1 map at stride 128.*GroupNorm layers of its head.*minimum is 129"):
+            model([torch.rand(3, 64, 64)])
+        assert len(model([torch.rand(3, 64, 64)] * 2)) == 2  # two images: GroupNorm sees two values
 
 
 def test_bad_inputs_raise_clear_errors(r18):
