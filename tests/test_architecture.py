@@ -33,14 +33,13 @@ KNOWN_CYCLES: set[frozenset[str]] = {
                "resbone.models.registry"}),  # issue 9: the registry's checkpoint loading
 }
 KNOWN_LONG: set[str] = {  # issue 9
-    "resbone/analysis/summary.py", "resbone/engine/config.py", "resbone/models/resnet.py",
-    "resbone/convert/load.py::load_checkpoint", "resbone/engine/config.py::_fcos_defaults",
+    "resbone/analysis/summary.py", "resbone/models/resnet.py",
+    "resbone/convert/load.py::load_checkpoint",
     "resbone/models/resnet.py::ResNet.__init__",
 }
 KNOWN_DEAD_REFERENCES: set[str] = {  # issue 9
     "resbone/convert/common.py: DESIGN.md", "resbone/convert/common.py: CONTRACTS.md",
     "resbone/deploy/fuse.py: tests/deploy/test_fuse.py", "resbone/deploy/onnx.py: tests/deploy/test_onnx.py",
-    "resbone/engine/config.py: resbone.detection.data.catalog",
 }
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Any
 
 import numpy as np
 import torch
@@ -73,9 +72,6 @@ class COCODetection(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Flips are a function of (seed, epoch, index): the same run gives the same batches, resumed or not."""
         self.epoch = epoch
-
-    def get_image_info(self, index: int) -> dict[str, Any]:
-        return self.coco.imgs[self.ids[index]]
 
     def __getitem__(self, index: int):
         image_id = self.ids[index]
