@@ -42,7 +42,8 @@ def _narrow(tmp_path, *extra: str) -> list[str]:
             "DATASETS.SHAPES.NUM_VAL", "2", "DATASETS.SHAPES.IMAGE_SIZE", "64", "INPUT.MIN_SIZE_TRAIN", "(64,)",
             "INPUT.MAX_SIZE_TRAIN", "64", "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64",
             "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CONVS", "1", "SOLVER.IMS_PER_BATCH", "2",
-            "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.PROGRESS_BAR", "False", "SOLVER.TEST_AFTER_TRAIN", "False",
+            "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.PROGRESS_BAR", "False",
+            "SOLVER.TEST_AFTER_TRAIN", "False",
             "TEST.IMS_PER_BATCH", "2", "OUTPUT_DIR", str(tmp_path / "run"), *extra]
 
 

@@ -69,12 +69,17 @@ def render_boxes(image: torch.Tensor, boxes, labels, scores=None, *, class_names
     draw = ImageDraw.Draw(canvas)
     scores = [None] * len(labels) if scores is None else list(scores)
     shown = [(b, s, int(c)) for b, s, c in zip(boxes, scores, labels) if s is None or s >= score_threshold]
-    shown.sort(key=lambda t: -1.0 if t[1] is None else -t[1])  # best first: they get the free label places
+    shown.sort(key=lambda t: -1.0 if t[1] is None else -t[1])
+    width = max(2, factor)
+    for box, _, label in reversed(shown):  # the best box is drawn last, on top of weaker ones at its place
+        box = [float(v) * factor for v in box]
+        # a dark rim under the colour: an orange box stays visible on an orange image
+        draw.rectangle([box[0] - 1, box[1] - 1, box[2] + 1, box[3] + 1], outline=(0, 0, 0), width=width + 2)
+        draw.rectangle(box, outline=_COLORS[label % len(_COLORS)], width=width)
     placed: list[tuple[float, float, float, float]] = []
-    for box, score, label in shown:
+    for box, score, label in shown:  # best first: they get the free label places
         color = _COLORS[label % len(_COLORS)]
         box = [float(v) * factor for v in box]
-        draw.rectangle(box, outline=color, width=max(2, factor))
         name = class_names[label - 1] if class_names and 0 < label <= len(class_names) else str(label)
         text = name if score is None else f"{name} {score:.2f}"
         spot = _label_spot(draw, text, font, box, canvas.size, placed)
@@ -85,15 +90,17 @@ def render_boxes(image: torch.Tensor, boxes, labels, scores=None, *, class_names
 
 
 def _label_spot(draw, text, font, box, size, placed) -> tuple[float, float, float, float]:
-    """Where a label goes: above its box, else inside its top edge, else below it; always inside the
-    image; the first of those that overlaps no label placed before, else the first."""
+    """Where a label goes: above its box, else inside its top edge, below it, inside its bottom edge (at the
+    box's left, then its right end); always inside the image; the first of those that overlaps no label
+    placed before, else the first."""
     left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
     width, height = right - left + 4, bottom - top + 4
     spots = []
-    for y in (box[1] - height, box[1], box[3]):
-        x = min(max(0.0, box[0]), size[0] - width)
-        y = min(max(0.0, y), size[1] - height)
-        spots.append((max(0.0, x), y, max(0.0, x) + width, y + height))
+    for y in (box[1] - height, box[1], box[3], box[3] - height):
+        for x in (box[0], box[2] - width):
+            x = max(0.0, min(x, size[0] - width))
+            y = max(0.0, min(y, size[1] - height))
+            spots.append((x, y, x + width, y + height))
     for spot in spots:
         if not any(spot[0] < p[2] and p[0] < spot[2] and spot[1] < p[3] and p[1] < spot[3] for p in placed):
             return spot
