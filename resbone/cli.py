@@ -305,23 +305,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError)
+# a path that names nothing, or a folder where a file must go (or the reverse), is the user's to fix
+_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                IsADirectoryError)
 
 
 def _expected_failure(error: BaseException) -> tuple[int, str] | None:
     """(exit status, one line) for a failure the user can act on; None for a bug (its traceback shows)."""
     from resbone.utils.files import WriteError, is_disk_error
 
+    if isinstance(error, (FloatingPointError, WriteError)):  # a diverging loss, a disk the engine named
+        return 1, str(error)
+    if isinstance(error, OSError) and (isinstance(error, _USER_ERRORS) or is_disk_error(error)):
+        # a path the user gave, or a full / read-only / forbidden disk outside the engine's OUTPUT_DIR
+        text = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+        return (2 if isinstance(error, _USER_ERRORS) else 1), text
     if isinstance(error, _USER_ERRORS):
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         return 2, str(message)
-    if isinstance(error, (FloatingPointError, WriteError)):  # a diverging loss, a disk the engine named
-        return 1, str(error)
-    if not is_disk_error(error):
-        return None
-    if isinstance(error, OSError):  # a full / read-only / forbidden disk outside the engine's OUTPUT_DIR
-        return 1, f"{error.strerror}: {error.filename}" if error.filename else str(error)
-    return 1, f"a write failed, the disk may be full ({str(error).strip().splitlines()[0]})"
+    if is_disk_error(error):  # torch.save's RuntimeError for a write that failed
+        return 1, f"a write failed, the disk may be full ({str(error).strip().splitlines()[0]})"
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -296,3 +296,27 @@ def test_annotation_file_without_boxes_says_so(tmp_path):
                                "annotations": [], "categories": [{"id": 1, "name": "square"}]}))
     with pytest.raises(ValueError, match=r"instances\.json has 1 images but none with a box \(0 annotations"):
         COCODetection(str(ann), str(tmp_path), remove_images_without_annotations=True)
+
+
+def test_convert_and_export_failures_are_one_line(tmp_path, monkeypatch, capsys):
+    """A folder given where a file must go, and a read-only destination (os.replace refused: every atomic
+    writer ends with it), are one sentence naming the path, not a traceback."""
+    from tests.helpers.checkpoints import random_state_dict
+
+    (tmp_path / "afile").write_text("")
+    err = _one_line_error(capsys, main(["export", "resnet18", str(tmp_path / "afile" / "x.onnx"), "--input-size",
+                                        "32", "32"]), 2)
+    assert str(tmp_path / "afile") in err
+    source = tmp_path / "r18.pth"
+    torch.save(random_state_dict("plain18"), source)
+    real_replace, read_only = os.replace, str(tmp_path / "mounted")
+
+    def replace(src, dst, *args, **kwargs):
+        if os.fspath(dst).startswith(read_only):
+            raise OSError(errno.EROFS, "Read-only file system", os.fspath(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.makedirs(read_only)
+    monkeypatch.setattr(os, "replace", replace)
+    err = _one_line_error(capsys, main(["convert", str(source), os.path.join(read_only, "out.pth"), "--to", "timm"]), 1)
+    assert err.startswith("resbone convert: error: Read-only file system: ") and read_only in err
