@@ -65,7 +65,7 @@ def render_boxes(image: torch.Tensor, boxes, labels, scores=None, *, class_names
     factor = max(1, math.ceil(min_side / max(1, min(canvas.size))))
     if factor > 1:  # whole factors and nearest neighbours: every original pixel stays a crisp square
         canvas = canvas.resize((canvas.width * factor, canvas.height * factor), Image.NEAREST)
-    font = ImageFont.load_default(size=max(12, min(24, min(canvas.size) // 28)))
+    font = _font(max(12, min(24, min(canvas.size) // 28)))
     draw = ImageDraw.Draw(canvas)
     scores = [None] * len(labels) if scores is None else list(scores)
     shown = [(b, s, int(c)) for b, s, c in zip(boxes, scores, labels) if s is None or s >= score_threshold]
@@ -89,6 +89,13 @@ def render_boxes(image: torch.Tensor, boxes, labels, scores=None, *, class_names
     return _with_title(canvas, title, font) if title else canvas
 
 
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # Pillow >= 10.1: a scalable font
+    except TypeError:  # older Pillow: the fixed 11-pixel bitmap font
+        return ImageFont.load_default()
+
+
 def _label_spot(draw, text, font, box, size, placed) -> tuple[float, float, float, float]:
     """Where a label goes: above its box, else inside its top edge, below it, inside its bottom edge (at the
     box's left, then its right end); always inside the image; the first of those that overlaps no label
@@ -108,7 +115,7 @@ def _label_spot(draw, text, font, box, size, placed) -> tuple[float, float, floa
 
 
 def _with_title(canvas: Image.Image, title: str, font) -> Image.Image:
-    height = font.size + 10
+    height = getattr(font, "size", 11) + 10
     out = Image.new("RGB", (canvas.width, canvas.height + height), (255, 255, 255))
     out.paste(canvas, (0, height))
     ImageDraw.Draw(out).text((4, 4), title, fill=(0, 0, 0), font=font)
