@@ -22,7 +22,7 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from resbone.layers.norm import NormConfig, build_norm, check_norm_cfg
-from resbone.models.base import FreezableBackbone
+from resbone.models.base import FreezableBackbone, pretrained_cfg
 from resbone.models.registry import register_model
 
 __all__ = ["InvertedResidual", "MobileNetV2", "make_divisible", "mobilenet_v2"]
@@ -78,6 +78,8 @@ def _check_int(name: str, value: Any, low: int, high: int) -> None:
 
 class MobileNetV2(FreezableBackbone):
     """torchvision's MobileNetV2 (num_classes > 0) or a backbone returning the out_indices stage maps.
+
+    `unbuilt_key(key)` tells a checkpoint loader which `features.N` keys a truncated backbone leaves out.
 
     num_classes None/0: backbone; out_indices index mmdet's eight stages (default (1, 2, 4, 7), strides
     4/8/16/32); frozen_stages=k freezes the stem and stages 0..k-1 (0: the stem only) in eval mode, and
@@ -136,8 +138,16 @@ class MobileNetV2(FreezableBackbone):
         self.out_channels = [info["channels"] for info in self.feature_info]
         if self.num_classes:
             self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(self.last_channel, self.num_classes))
+        self.pretrained_cfg = pretrained_cfg(first_conv="features.0.0", classifier="classifier.1",
+                                             num_classes=self.num_classes, in_channels=in_channels)
         self._init_weights()
         self._freeze_stages()
+
+    def unbuilt_key(self, key: str) -> bool:
+        """A backbone builds `features` only up to its last out_index (so every parameter it holds gets a
+        gradient); a full checkpoint's later `features.N.*` and its classifier have nowhere to go."""
+        index = key.split(".", 2)[1] if key.startswith("features.") else ""
+        return not self.num_classes and index.isdigit() and int(index) >= len(self.features)
 
     def _init_weights(self) -> None:
         for m in self.modules():

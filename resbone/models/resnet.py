@@ -17,7 +17,7 @@ from torch import nn
 from resbone.layers.attention import build_plugin
 from resbone.layers.conv import build_conv2d, check_dcn
 from resbone.layers.norm import NormConfig, build_norm, check_norm_cfg
-from resbone.models.base import FreezableBackbone
+from resbone.models.base import FreezableBackbone, pretrained_cfg
 
 __all__ = ["ARCH_SETTINGS", "BasicBlock", "Bottleneck", "PLUGIN_POSITIONS", "ResLayer", "ResNet"]
 
@@ -208,7 +208,8 @@ class ResNet(FreezableBackbone):
     """The ResNet family with mmdetection's keyword arguments and torchvision's parameter names.
 
     num_classes None/0 gives a backbone whose forward returns the feature maps of `out_indices`
-    (0 = layer1 ... 3 = layer4); num_classes > 0 gives torchvision's classifier (global pool + fc)."""
+    (0 = layer1 ... 3 = layer4); num_classes > 0 gives torchvision's classifier (global pool + fc).
+    `pretrained_cfg` (timm's) names the first conv ('conv1', or 'stem.0' for a deep stem) and the classifier ('fc')."""
 
     def __init__(self, depth: int = 50, *, in_channels: int = 3, stem_channels: int | None = None,
                  base_channels: int = 64, num_stages: int = 4, strides: Sequence[int] = (1, 2, 2, 2),
@@ -319,6 +320,8 @@ class ResNet(FreezableBackbone):
             self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
             self.fc = nn.Linear(inplanes, self.num_classes)
 
+        self.pretrained_cfg = pretrained_cfg(first_conv="stem.0" if deep_stem else "conv1", classifier="fc",
+                                             num_classes=self.num_classes, in_channels=in_channels)
         self._init_weights(zero_init_residual, block)
         self._freeze_stages()
 

@@ -125,3 +125,25 @@ def test_bad_input_and_download_requests_are_clear_errors():
         MobileNetV2(width_mult=0.5)(torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match="downloads nothing"):
         create_model("mobilenet_v2", weights="IMAGENET1K_V1")
+
+
+def test_pretrained_cfg_matches_torchvision_weights_transforms():
+    model = MobileNetV2()
+    cfg = model.pretrained_cfg
+    transforms = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    assert tuple(cfg["mean"]) == tuple(transforms.mean) and tuple(cfg["std"]) == tuple(transforms.std)
+    assert cfg["input_size"][1:] == (transforms.crop_size[0],) * 2
+    assert cfg["crop_pct"] == pytest.approx(transforms.crop_size[0] / transforms.resize_size[0])
+    assert cfg["interpolation"] == transforms.interpolation.value
+    reference = torchvision.models.mobilenet_v2()
+    for role in ("first_conv", "classifier"):
+        assert model.get_submodule(cfg[role]).weight.shape == reference.get_submodule(cfg[role]).weight.shape
+
+
+@pytest.mark.parametrize("out_indices", [(1, 2), (1, 2, 4), (7,)])
+def test_unbuilt_key_names_exactly_the_full_checkpoint_keys_a_backbone_leaves_out(out_indices):
+    backbone = MobileNetV2(num_classes=None, out_indices=out_indices)
+    full = torchvision.models.mobilenet_v2().state_dict()
+    left_out = {k for k in full if k not in backbone.state_dict() and not k.startswith("classifier.")}
+    assert {k for k in full if backbone.unbuilt_key(k)} == left_out
+    assert not any(MobileNetV2().unbuilt_key(k) for k in full)

@@ -316,3 +316,19 @@ def test_integer_images_are_a_clear_type_error(name):
     with pytest.raises(TypeError, match=r"floating-point tensor, got torch\.uint8"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     assert model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8).float()).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name, timm_name", [("resnet50", "resnet50.tv_in1k"), ("resnet50d", "resnet50d.ra2_in1k"),
+                                             ("resnet18", "resnet18.tv_in1k")])
+def test_pretrained_cfg_names_the_modules_timm_names(name, timm_name):
+    ours = create_model(name)
+    reference = timm.create_model(timm_name, pretrained=False)
+    cfg, ref_cfg = ours.pretrained_cfg, reference.pretrained_cfg
+    assert ours.default_cfg is cfg
+    for role in ("first_conv", "classifier"):  # the same module under each library's own path
+        mine, theirs = ours.get_submodule(cfg[role]), reference.get_submodule(ref_cfg[role])
+        assert type(mine) is type(theirs) and mine.weight.shape == theirs.weight.shape
+    keys = ["num_classes", "mean", "std", "input_size"]
+    if timm_name.endswith("tv_in1k"):  # torchvision's weights: bilinear resize to 256, crop 224
+        keys += ["interpolation", "crop_pct"]
+    assert {k: cfg[k] for k in keys} == {k: ref_cfg[k] for k in keys}
