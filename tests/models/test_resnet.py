@@ -135,9 +135,10 @@ def test_zero_init_residual_matches_torchvision():
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None, zero_init_residual=True)
     ours = create_model("resnet50", zero_init_residual=True)
-    for (key, ref), (_, got) in zip(reference.state_dict().items(), ours.state_dict().items()):
-        if key.endswith("bn3.weight"):
-            assert torch.equal(ref, got) and not got.any(), key
+    ref_state = reference.state_dict()
+    zeroed = [key for key, got in ours.state_dict().items() if got.dim() == 1 and "weight" in key and not got.any()]
+    assert zeroed == [key for key, ref in ref_state.items() if ref.dim() == 1 and "weight" in key and not ref.any()]
+    assert len(zeroed) == 16 and all(key.endswith("bn3.weight") for key in zeroed)  # one per block
 
 
 def test_feature_info_matches_the_maps():
@@ -281,10 +282,6 @@ def test_bad_input_at_forward_time_raises_clear_errors(x, error, words):
     assert all(w in str(info.value) for w in words), str(info.value)
 
 
-def test_public_names():
-    assert resbone.ResNet is ResNet and callable(resbone.create_model)
-
-
 # Widths of 0 used to pass the constructor and fail at forward time inside torch's conv.
 @pytest.mark.parametrize("kwargs,words", [
     (dict(depth=18, stem_channels=0), ["stem_channels", "0"]),
@@ -332,3 +329,15 @@ def test_pretrained_cfg_names_the_modules_timm_names(name, timm_name):
     if timm_name.endswith("tv_in1k"):  # torchvision's weights: bilinear resize to 256, crop 224
         keys += ["interpolation", "crop_pct"]
     assert {k: cfg[k] for k in keys} == {k: ref_cfg[k] for k in keys}
+
+
+def test_basic_block_takes_no_style_and_both_styles_build_the_same_basic_network():
+    with pytest.raises(TypeError, match="style"):
+        resbone.BasicBlock(64, 64, style="caffe")
+    torch.manual_seed(0)
+    pytorch_style, caffe_style = ResNet(18, style="pytorch").eval(), ResNet(18, style="caffe").eval()
+    caffe_style.load_state_dict(pytorch_style.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(pytorch_style(x), caffe_style(x)):
+            assert torch.equal(a, b)
