@@ -6,10 +6,10 @@ what is allowed, and returns the value in the form the constructor keeps. Refere
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 __all__ = ["check_choice", "check_frozen_stages", "check_int", "check_num_classes", "check_out_indices",
-           "check_positive_number", "per_stage"]
+           "check_positive_number", "per_stage", "plugins_per_stage"]
 
 
 def _is_int(value: Any) -> bool:
@@ -75,3 +75,22 @@ def per_stage(name: str, value: Any, num_stages: int, *, positive_ints: bool = F
     if positive_ints and any(not _is_int(v) or v < 1 for v in value):
         raise ValueError(f"{name} must hold positive ints, got {value!r}")
     return value
+
+
+def plugins_per_stage(plugins: Sequence[Mapping[str, Any]] | None, num_stages: int,
+                      positions: Sequence[str]) -> list[list[dict[str, Any]]]:
+    """mmdetection's plugin list, split per stage: [[dict(cfg, position), ...] for each stage]."""
+    chosen: list[list[dict[str, Any]]] = [[] for _ in range(num_stages)]
+    for plugin in plugins or ():
+        if not isinstance(plugin, Mapping) or "cfg" not in plugin or "position" not in plugin:
+            raise ValueError(f"each plugin must be dict(cfg=dict(type=...), position=..., stages=...), got {plugin!r}")
+        check_choice("plugin position", plugin["position"], positions)
+        unknown = set(plugin) - {"cfg", "position", "stages"}
+        if unknown:
+            raise KeyError(f"plugin {plugin!r} has unknown keys {sorted(unknown)}; allowed: cfg, position, stages")
+        stages = plugin.get("stages")
+        stages = (True,) * num_stages if stages is None else per_stage("plugin stages", stages, num_stages)
+        for stage, wanted in enumerate(stages):
+            if wanted:
+                chosen[stage].append(dict(cfg=plugin["cfg"], position=plugin["position"]))
+    return chosen

@@ -24,6 +24,7 @@ from resbone.models._checks import (
     check_num_classes,
     check_out_indices,
     per_stage,
+    plugins_per_stage,
 )
 from resbone.models.base import FeatureInfo, FreezableBackbone, pretrained_cfg
 
@@ -31,6 +32,8 @@ __all__ = ["ARCH_SETTINGS", "BasicBlock", "Bottleneck", "PLUGIN_POSITIONS", "Res
 
 PLUGIN_POSITIONS = ("after_conv1", "after_conv2", "after_conv3")
 STYLES = ("pytorch", "caffe")
+# IBN-Net: IBN-a changes layer1-3, IBN-b layer1-2 (and the stem's norm becomes an InstanceNorm).
+IBN_STAGES = {"a": 3, "b": 2}
 # The stem max-pool: torchvision pads it; Caffe-era SENet (Hu et al.) used no padding and ceil mode.
 STEM_POOLS = ("padded", "ceil")
 
@@ -51,7 +54,10 @@ def _plugin_chain(plugins: Sequence[Mapping[str, Any]], position: str, channels:
 
 
 class _Block(nn.Module):
-    """What both blocks share: the residual addition, SE, plugins and gradient checkpointing."""
+    """What both blocks share: the residual addition, SE, IBN-b, plugins and gradient checkpointing.
+
+    ibn='a' (IBN-Net, Pan et al. 2018) makes bn1 an IBN (half InstanceNorm); ibn='b' adds `IN`, an
+    InstanceNorm of the sum before the last ReLU (IBN-Net's and torchreid's `resnet50_ibn_b` names)."""
 
     expansion = 1
     last_norm = "bn2"
@@ -65,6 +71,8 @@ class _Block(nn.Module):
             if self.se is not None:
                 out = self.se(out)
             out += x if self.downsample is None else self.downsample(x)  # in place, as torchvision: faster
+            if self.IN is not None:  # IBN-b: InstanceNorm on the sum (a stage's last block only)
+                out = self.IN(out)
             return self.relu(out)
 
         if self.with_cp and x.requires_grad and torch.is_grad_enabled():
@@ -101,6 +109,7 @@ class BasicBlock(_Block):
         self.bn2 = build_norm(norm_cfg, planes)
         self.relu = nn.ReLU(inplace=True)
         self.se = build_plugin(dict(type="SE", **se), planes) if se is not None else None
+        self.IN = nn.InstanceNorm2d(planes, affine=True) if ibn == "b" else None
         self.downsample = downsample
         self.stride = stride
         self.with_cp = with_cp
@@ -141,6 +150,7 @@ class Bottleneck(_Block):
         self.after_conv2 = _plugin_chain(plugins, "after_conv2", width)
         self.after_conv3 = _plugin_chain(plugins, "after_conv3", out_planes)
         self.se = build_plugin(dict(type="SE", **se), out_planes) if se is not None else None
+        self.IN = nn.InstanceNorm2d(out_planes, affine=True) if ibn == "b" else None
         self.downsample = downsample
         self.stride = stride
         self.with_cp = with_cp
@@ -164,20 +174,23 @@ class ResLayer(nn.Sequential):
 
     def __init__(self, block: type[_Block], inplanes: int, planes: int, num_blocks: int, *, stride: int = 1,
                  dilation: int = 1, first_dilation: int | None = None, avg_down: bool = False,
-                 norm_cfg: NormConfig = None, downsample_first: bool = True, **block_kwargs: Any):
+                 norm_cfg: NormConfig = None, downsample_first: bool = True, ibn: str | None = None,
+                 **block_kwargs: Any):
         out_planes = planes * block.expansion
+        # IBN-b puts its InstanceNorm in a stage's last block only; IBN-a changes every block
+        ibns = [None if ibn == "b" and j < num_blocks - 1 else ibn for j in range(num_blocks)]
         blocks: list[nn.Module] = []
         if downsample_first:
             blocks.append(block(inplanes, planes, stride=stride, dilation=dilation,
-                                first_dilation=first_dilation, norm_cfg=norm_cfg,
+                                first_dilation=first_dilation, norm_cfg=norm_cfg, ibn=ibns[0],
                                 downsample=self._shortcut(inplanes, out_planes, stride, avg_down, norm_cfg),
                                 **block_kwargs))
-            blocks += [block(out_planes, planes, dilation=dilation, norm_cfg=norm_cfg, **block_kwargs)
-                       for _ in range(1, num_blocks)]
+            blocks += [block(out_planes, planes, dilation=dilation, norm_cfg=norm_cfg, ibn=ibns[j], **block_kwargs)
+                       for j in range(1, num_blocks)]
         else:
             blocks += [block(inplanes, inplanes // block.expansion, dilation=dilation, norm_cfg=norm_cfg,
-                             **block_kwargs) for _ in range(num_blocks - 1)]
-            blocks.append(block(inplanes, planes, stride=stride, dilation=dilation, norm_cfg=norm_cfg,
+                             ibn=ibns[j], **block_kwargs) for j in range(num_blocks - 1)]
+            blocks.append(block(inplanes, planes, stride=stride, dilation=dilation, norm_cfg=norm_cfg, ibn=ibns[-1],
                                 downsample=self._shortcut(inplanes, out_planes, stride, avg_down, norm_cfg),
                                 **block_kwargs))
         super().__init__(*blocks)
@@ -205,24 +218,6 @@ ARCH_SETTINGS: dict[int, tuple[type[_Block], tuple[int, ...]]] = {
 }
 
 
-def _stage_plugins(plugins: Sequence[Mapping[str, Any]] | None, num_stages: int) -> list[list[dict[str, Any]]]:
-    """mmdetection's plugin list, split per stage: [[dict(cfg, position), ...] for each stage]."""
-    chosen: list[list[dict[str, Any]]] = [[] for _ in range(num_stages)]
-    for plugin in plugins or ():
-        if not isinstance(plugin, Mapping) or "cfg" not in plugin or "position" not in plugin:
-            raise ValueError(f"each plugin must be dict(cfg=dict(type=...), position=..., stages=...), got {plugin!r}")
-        check_choice("plugin position", plugin["position"], PLUGIN_POSITIONS)
-        unknown = set(plugin) - {"cfg", "position", "stages"}
-        if unknown:
-            raise KeyError(f"plugin {plugin!r} has unknown keys {sorted(unknown)}; allowed: cfg, position, stages")
-        stages = plugin.get("stages")
-        stages = (True,) * num_stages if stages is None else per_stage("plugin stages", stages, num_stages)
-        for stage, wanted in enumerate(stages):
-            if wanted:
-                chosen[stage].append(dict(cfg=plugin["cfg"], position=plugin["position"]))
-    return chosen
-
-
 def _check_widths(depth: int, block: type[_Block], *, in_channels: int, stem_channels: int, base_channels: int,
                   groups: int, base_width: int, deep_stem: bool) -> None:
     for name, value in (("in_channels", in_channels), ("base_channels", base_channels), ("groups", groups),
@@ -239,9 +234,13 @@ def _check_widths(depth: int, block: type[_Block], *, in_channels: int, stem_cha
                          f"depth {depth} uses BasicBlock, which supports only groups=1, base_width=64")
 
 
-def _check_block_options(*, ibn: Any, last_stride: Any, dcn: Any, stem_pool: Any, se: Any, style: Any) -> None:
+def _check_block_options(*, ibn: Any, last_stride: Any, dcn: Any, stem_pool: Any, se: Any, style: Any,
+                         deep_stem: bool) -> None:
     check_choice("style", style, STYLES, " (stride in the 3x3 or in the first 1x1)")
-    check_choice("ibn", ibn, (None, "a"), " (IBN-a)")
+    check_choice("ibn", ibn, (None, "a", "b"), " (IBN-Net's IBN-a or IBN-b)")
+    if ibn == "b" and deep_stem:
+        raise ValueError("ibn='b' puts an InstanceNorm after IBN-Net's 7x7 stem conv; it has no deep-stem form "
+                         "(deep_stem=True)")
     check_choice("last_stride", last_stride, (None, 1, 2))
     check_choice("stem_pool", stem_pool, STEM_POOLS)
     if dcn is not None:
@@ -278,7 +277,8 @@ class ResNet(FreezableBackbone):
         stem_channels = base_channels if stem_channels is None else stem_channels
         _check_widths(depth, block, in_channels=in_channels, stem_channels=stem_channels, deep_stem=deep_stem,
                       base_channels=base_channels, groups=groups, base_width=base_width)
-        _check_block_options(ibn=ibn, last_stride=last_stride, dcn=dcn, stem_pool=stem_pool, se=se, style=style)
+        _check_block_options(ibn=ibn, last_stride=last_stride, dcn=dcn, stem_pool=stem_pool, se=se, style=style,
+                             deep_stem=deep_stem)
         check_norm_cfg(norm_cfg)
         self.num_classes = check_num_classes(num_classes)
         self.is_classifier = bool(self.num_classes)
@@ -292,11 +292,11 @@ class ResNet(FreezableBackbone):
                           stage_blocks=per_stage("stage_blocks", stage_blocks or default_blocks, num_stages,
                                                  positive_ints=True),
                           stage_with_dcn=per_stage("stage_with_dcn", stage_with_dcn, num_stages),
-                          plugins=_stage_plugins(plugins, num_stages))
+                          plugins=plugins_per_stage(plugins, num_stages, PLUGIN_POSITIONS))
         self.depth, self.in_channels, self.num_stages = depth, in_channels, num_stages
         self.norm_eval, self.deep_stem = norm_eval, deep_stem
 
-        self._make_stem(stem_channels, norm_cfg, stem_pool)
+        self._make_stem(stem_channels, dict(type="IN", affine=True) if ibn == "b" else norm_cfg, stem_pool)
         block_args = dict(groups=groups, base_width=base_width, se=se, with_cp=with_cp, norm_cfg=norm_cfg,
                           **(dict(style=style) if block is Bottleneck else {}))
         self._make_stages(block, stem_channels, base_channels, avg_down=avg_down, dcn=dcn, ibn=ibn,
@@ -335,7 +335,8 @@ class ResNet(FreezableBackbone):
             first_dilation = None if dilate_first_block else (dilations[i - 1] if i else 1)
             layer = ResLayer(block, inplanes, planes, stage_blocks[i], stride=strides[i], dilation=dilations[i],
                              first_dilation=first_dilation, avg_down=avg_down, plugins=plugins[i],
-                             dcn=dcn if stage_with_dcn[i] else None, ibn=ibn if i < 3 else None, **block_args)
+                             dcn=dcn if stage_with_dcn[i] else None, ibn=ibn if i < IBN_STAGES.get(ibn, 0) else None,
+                             **block_args)
             name = f"layer{i + 1}"
             self.add_module(name, layer)
             self.stage_names.append(name)

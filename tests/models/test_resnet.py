@@ -341,3 +341,29 @@ def test_basic_block_takes_no_style_and_both_styles_build_the_same_basic_network
     with torch.no_grad():
         for a, b in zip(pytorch_style(x), caffe_style(x)):
             assert torch.equal(a, b)
+
+
+def _torchreid_resnet_ibn_b():
+    """torchreid's resnet_ibn_b.py alone (its package __init__ pulls in its data and engine dependencies)."""
+    import importlib.machinery
+    import importlib.util
+
+    root = importlib.machinery.PathFinder.find_spec("torchreid").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("torchreid_resnet_ibn_b", f"{root}/reid/models/resnet_ibn_b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resnet50_ibn_b_equals_torchreids():
+    torch.manual_seed(0)
+    reference = randomize_norms(_torchreid_resnet_ibn_b().resnet50_ibn_b(num_classes=7, pretrained=False))
+    ours = create_model("resnet50_ibn_b", num_classes=7)
+    ours.load_state_dict({k.replace("classifier.", "fc."): v for k, v in reference.state_dict().items()}, strict=True)
+    assert isinstance(ours.bn1, nn.InstanceNorm2d) and ours.layer2[-1].IN is not None
+    assert ours.layer2[0].IN is None and ours.layer3[-1].IN is None
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = reference.eval()(x)  # torchreid's eval forward: the pooled features
+        assert _max_rel_diff(ours.eval().forward_head(ours.forward_features(x), pre_logits=True), features) < 1e-4
+        assert _max_rel_diff(ours.train()(x), reference.train()(x)) < 1e-4  # train: logits, batch statistics
