@@ -151,8 +151,13 @@ class FreezableBackbone(nn.Module):
         """The final Linear (pretrained_cfg['classifier']); nn.Identity() for a backbone."""
         return self.get_submodule(self.pretrained_cfg["classifier"]) if self.is_classifier else nn.Identity()
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """A fresh Linear for num_classes > 0; num_classes=0 leaves pooled features (timm's reset_classifier(0))."""
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A fresh Linear for num_classes > 0; num_classes=0 leaves pooled features (timm's reset_classifier(0)).
+
+        global_pool: None or 'avg' (the only pooling resbone's networks have)."""
+        if global_pool not in (None, "avg"):
+            raise ValueError(f"global_pool={global_pool!r} is not supported; resbone's networks pool by 'avg' "
+                             f"(None keeps it)")
         if not self.is_classifier:
             raise ValueError(f"{type(self).__name__} was built as a backbone (num_classes=None), so it has no "
                              f"classifier to reset; build it with num_classes={num_classes} instead")

@@ -130,6 +130,11 @@ class MobileNetV2(FreezableBackbone):
         self._freeze_stages()
 
     @property
+    def stage_names(self) -> list[str]:
+        """The module that ends each built stage ('features.3' ends stage 1), as ResNet's 'layer1'..."""
+        return [f"features.{end}" for end in self.stage_ends]
+
+    @property
     def last_channel(self) -> int:
         """torchvision's name for the channels of the final 1x1 conv."""
         return self.num_features

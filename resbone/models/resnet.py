@@ -1,4 +1,4 @@
-"""ResNet, ResNeXt, Wide-ResNet, V1c/V1d, caffe style, dilation, DCN, plugins, SE, IBN-a: one network.
+"""ResNet, ResNeXt, Wide-ResNet, V1c/V1d, caffe style, dilation, DCN, plugins, SE, IBN-a/b: one network.
 
 Anchors: torchvision `models/resnet.py` (parameter names, init, the classifier: outputs equal to float32
 tolerance), mmdetection `backbones/resnet.py` (the keyword arguments: depth, strides, dilations,

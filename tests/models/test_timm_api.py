@@ -170,3 +170,14 @@ def test_a_backbone_returns_its_tuple_and_forward_features_is_the_last_map(name,
     with pytest.raises(ValueError, match="backbone"):
         model.reset_classifier(10)
     assert isinstance(model.get_classifier(), torch.nn.Identity)
+
+
+def test_reset_classifier_refuses_a_pooling_resbone_does_not_have():
+    with pytest.raises(ValueError, match="'max'"):
+        create_model("resnet18").reset_classifier(5, global_pool="max")
+
+
+def test_stage_names_name_the_modules_feature_info_names():
+    for model in (create_model("resnet18"), MobileNetV2()):
+        assert model.stage_names == model.feature_info.module_name()  # a classifier reports every stage
+        assert all(model.get_submodule(name) is not None for name in model.stage_names)
