@@ -44,6 +44,26 @@ MMDET_TYPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ResNeXt": (dict(_MMDET_RESNET_DEFAULTS, groups=1, base_width=4), {}),
     "MobileNetV2": (_MMDET_MOBILENET_DEFAULTS, {}),
 }
+# mmpretrain `models/backbones/{resnet,resnext,seresnet,seresnext,mobilenet_v2}.py`: a classifier's
+# backbone, so out_indices=(3,) (MobileNetV2: (7,)), norm_eval=False; stem_channels=64 whatever
+# base_channels; ResNeXt spells the width `width_per_group` (32x4d by default); SE squeezes by se_ratio.
+_MMPRETRAIN_RESNET_DEFAULTS: dict[str, Any] = dict(
+    depth=None, in_channels=3, stem_channels=64, base_channels=64, expansion=None, num_stages=4,
+    strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), out_indices=(3,), style="pytorch", deep_stem=False, avg_down=False,
+    frozen_stages=-1, conv_cfg=None, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False, with_cp=False,
+    zero_init_residual=True, init_cfg=None, drop_path_rate=0.0)
+_RESNEXT_32X4D = dict(groups=32, width_per_group=4)
+MMPRETRAIN_TYPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "ResNet": (_MMPRETRAIN_RESNET_DEFAULTS, {}),
+    "ResNetV1c": (_MMPRETRAIN_RESNET_DEFAULTS, dict(deep_stem=True, avg_down=False)),
+    "ResNetV1d": (_MMPRETRAIN_RESNET_DEFAULTS, dict(deep_stem=True, avg_down=True)),
+    "ResNeXt": (dict(_MMPRETRAIN_RESNET_DEFAULTS, **_RESNEXT_32X4D), {}),
+    "SEResNet": (dict(_MMPRETRAIN_RESNET_DEFAULTS, se_ratio=16), {}),
+    "SEResNeXt": (dict(_MMPRETRAIN_RESNET_DEFAULTS, se_ratio=16, **_RESNEXT_32X4D), {}),
+    "MobileNetV2": (dict(_MMDET_MOBILENET_DEFAULTS, out_indices=(7,)), {}),
+}
+_SCOPES = {"mmdet": MMDET_TYPES, "mmpretrain": MMPRETRAIN_TYPES}
+_BOTTLENECK_ONLY = ("ResNeXt", "SEResNet", "SEResNeXt")  # mmpretrain's arch_settings: depth 50/101/152
 _PLAIN_CONV_TYPES = ("Conv", "Conv2d")
 _INIT_TYPES_IGNORED = ("Kaiming", "Constant", "Normal", "Xavier", "Uniform", "TruncNormal")
 
@@ -86,21 +106,42 @@ def _check_conv_cfg(conv_cfg: Any) -> None:
                          f"with stage_with_dcn")
 
 
-def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> nn.Module:
-    """A backbone from an mmdetection dict, e.g. dict(type='ResNet', depth=50, frozen_stages=1, ...).
+def _scope_and_type(kwargs: dict[str, Any], scope: str | None) -> tuple[str, Any]:
+    """mmengine's scope: build_backbone(scope=...), the config's `_scope_`, or a 'scope.Type' type name."""
+    kind = kwargs.pop("type", None)
+    named = [("scope", scope), ("_scope_", kwargs.pop("_scope_", None))]
+    if isinstance(kind, str) and "." in kind:
+        prefix, kind = kind.split(".", 1)
+        named.append(("type prefix", prefix))
+    given = {name: value for name, value in named if value is not None}
+    for name, value in given.items():
+        if value not in _SCOPES:
+            raise ValueError(f"{name} {value!r} is not a scope resbone translates; allowed: {sorted(_SCOPES)}")
+    if len(set(given.values())) > 1:
+        raise ValueError(f"conflicting scopes {given}; give one")
+    return next(iter(given.values()), "mmdet"), kind
 
-    mmdetection's defaults apply (for ResNet: norm_eval=True, zero_init_residual=True). `pretrained=PATH`
-    or `init_cfg=dict(type='Pretrained', checkpoint=PATH)` load a local checkpoint of any dialect through
-    resbone.convert.load_checkpoint (strict=False, as mmdet); load_pretrained=False skips loading.
+
+def build_backbone(cfg: Mapping[str, Any], *, scope: str | None = None, load_pretrained: bool = True) -> nn.Module:
+    """A backbone from an mmdetection or mmpretrain dict, e.g. dict(type='ResNet', depth=50, frozen_stages=1).
+
+    The config's scope (`scope=`, its `_scope_`, or a 'mmpretrain.ResNet' type) picks the ecosystem whose
+    types and defaults apply: 'mmdet' (the default; ResNet: out_indices=(0, 1, 2, 3), norm_eval=True,
+    zero_init_residual=True) or 'mmpretrain' (adds SEResNet, SEResNeXt, ResNeXt with width_per_group;
+    out_indices=(3,), norm_eval=False). `pretrained=PATH` or `init_cfg=dict(type='Pretrained',
+    checkpoint=PATH)` load a local checkpoint of any dialect through resbone.convert.load_checkpoint
+    (strict=False, as mmdet); load_pretrained=False skips loading.
     The result returns a tuple of out_indices maps and has `feature_info` / `out_channels`.
     """
     if not isinstance(cfg, Mapping):
         raise TypeError(f"an mmdetection backbone config must be a dict with a 'type' key, got {cfg!r}")
     kwargs = dict(cfg)
-    kind = kwargs.pop("type", None)
-    if kind not in MMDET_TYPES:
-        raise KeyError(f"backbone type {kind!r} is not supported; allowed types are {sorted(MMDET_TYPES)}")
-    defaults, fixed = MMDET_TYPES[kind]
+    scope, kind = _scope_and_type(kwargs, scope)
+    types = _SCOPES[scope]
+    if kind not in types:
+        raise KeyError(f"backbone type {kind!r} is not supported in scope {scope!r}; allowed types are "
+                       f"{sorted(types)}")
+    defaults, fixed = types[kind]
     allowed = list(defaults) + (list(_RESBONE_RESNET_EXTRAS) if kind != "MobileNetV2" else [])
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -114,27 +155,46 @@ def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> n
     _check_conv_cfg(options.pop("conv_cfg"))
     if options.get("dcn") is not None:
         check_dcn(options["dcn"])  # even where stage_with_dcn leaves it unused: a typo should not pass
-    checkpoint, prefix = _pretrained_path(options.pop("pretrained"), options.pop("init_cfg"))
-    if kind == "MobileNetV2":
-        model = _mmdet_mobilenet(options)
-    else:
-        if options["depth"] is None:
-            raise KeyError(f"{kind} needs depth (one of 18, 34, 50, 101, 152)")
-        if kind == "ResNeXt" and options["groups"] == 1:
-            options["base_width"] = 64  # mmdet: a ResNeXt block with groups=1 has width = planes
-        model = ResNet(options.pop("depth"), num_classes=None, **options)
+    checkpoint, prefix = _pretrained_path(options.pop("pretrained", None), options.pop("init_cfg"))
+    model = _mmdet_mobilenet(options) if kind == "MobileNetV2" else _resnet(kind, options)
     if checkpoint is not None and load_pretrained:
-        if re.match(r"^[a-z][a-z0-9+.-]*://", checkpoint):
-            raise ValueError(f"checkpoint {checkpoint!r} is a download address; resbone downloads nothing: save the "
-                             f"file locally and pass its path (any dialect: torchvision, mmdet, detectron2, ...), "
-                             f"or build with load_pretrained=False")
-        from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
-
-        report = load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
-        if not report.ok:  # mmdet/mmengine log what strict=False left out; staying silent hid a wrong file
-            warnings.warn(f"{kind} pretrained {checkpoint!r} (dialect {report.dialect}) loaded "
-                          f"{len(report.loaded)} tensors; {report.problems()}", stacklevel=2)
+        _load_pretrained(model, kind, checkpoint, prefix)
     return model
+
+
+def _resnet(kind: str, options: dict[str, Any]) -> ResNet:
+    depth = options.pop("depth")
+    if depth is None:
+        raise KeyError(f"{kind} needs depth (one of 18, 34, 50, 101, 152)")
+    if kind in _BOTTLENECK_ONLY and depth not in (50, 101, 152):
+        raise KeyError(f"invalid depth {depth!r} for {kind}; allowed: [50, 101, 152]")
+    if "width_per_group" in options:  # mmpretrain's spelling of ResNeXt's base_width
+        options["base_width"] = options.pop("width_per_group")
+    if kind in ("ResNeXt", "SEResNeXt") and options["groups"] == 1:
+        options["base_width"] = 64  # mmdet and mmpretrain: a ResNeXt block with groups=1 has width = planes
+    if "se_ratio" in options:  # mmpretrain's SELayer: 1x1 convs with bias, channels // se_ratio rounded to 8
+        options["se"] = dict(reduction=options.pop("se_ratio"), divisor=8)
+    expansion = options.pop("expansion", None)
+    if expansion not in (None, 1 if depth in (18, 34) else 4):
+        raise ValueError(f"{kind} expansion={expansion!r} is not supported; resbone's blocks expand by "
+                         f"{1 if depth in (18, 34) else 4} at depth {depth} (leave expansion=None)")
+    drop_path_rate = options.pop("drop_path_rate", 0.0)
+    if drop_path_rate:
+        raise ValueError(f"{kind} drop_path_rate={drop_path_rate!r} is not supported (stochastic depth); only 0.0")
+    return ResNet(depth, num_classes=None, **options)
+
+
+def _load_pretrained(model: nn.Module, kind: str, checkpoint: str, prefix: str | None) -> None:
+    if re.match(r"^[a-z][a-z0-9+.-]*://", checkpoint):
+        raise ValueError(f"checkpoint {checkpoint!r} is a download address; resbone downloads nothing: save the "
+                         f"file locally and pass its path (any dialect: torchvision, mmdet, detectron2, ...), "
+                         f"or build with load_pretrained=False")
+    from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
+
+    report = load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
+    if not report.ok:  # mmdet/mmengine log what strict=False left out; staying silent hid a wrong file
+        warnings.warn(f"{kind} pretrained {checkpoint!r} (dialect {report.dialect}) loaded "
+                      f"{len(report.loaded)} tensors; {report.problems()}", stacklevel=3)
 
 
 def _mmdet_mobilenet(options: dict[str, Any]) -> MobileNetV2:

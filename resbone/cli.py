@@ -79,7 +79,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from resbone.deploy import export_onnx, fuse_conv_norm
-    from resbone.models.registry import create_model
+    from resbone.factory import create_model
 
     model = create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set))
     if args.fuse:

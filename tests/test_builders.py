@@ -196,3 +196,59 @@ def test_pretrained_that_does_not_fit_warns_naming_the_problems(tmp_path):
         warnings.simplefilter("error")  # a fitting file (its fc dropped for a backbone) stays quiet
         model = build_backbone(dict(type="ResNet", depth=18, pretrained=str(path)))
     assert torch.equal(model.layer4[1].conv2.weight, torch.load(path)["layer4.1.conv2.weight"])
+
+
+# ---- mmpretrain's spellings, against mmpretrain's own backbone classes --------------------------------
+MMPRETRAIN_CONFIGS = {
+    "ResNet-18": dict(type="ResNet", depth=18),
+    "ResNetV1d-50": dict(type="ResNetV1d", depth=50, out_indices=(1, 2, 3)),
+    "ResNeXt-50-32x4d": dict(type="ResNeXt", depth=50),
+    "ResNeXt-groups1": dict(type="ResNeXt", depth=50, groups=1, width_per_group=8, out_indices=(0, 3)),
+    "SEResNet-50": dict(type="SEResNet", depth=50, se_ratio=16, style="caffe"),
+    "SEResNeXt-50": dict(type="SEResNeXt", depth=50, groups=32, width_per_group=4, out_indices=(2, 3)),
+    "MobileNetV2": dict(type="MobileNetV2", widen_factor=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MMPRETRAIN_CONFIGS))
+def test_mmpretrain_configs_equal_mmpretrains_backbones(name, rng):
+    from resbone.convert import load_checkpoint
+    from tests.helpers.mmpretrain_ref import mmpretrain_backbone
+
+    cfg = dict(MMPRETRAIN_CONFIGS[name])
+    torch.manual_seed(0)
+    reference = randomize_norms(mmpretrain_backbone(cfg["type"])(**{k: v for k, v in cfg.items() if k != "type"}))
+    ours = build_backbone(dict(cfg, _scope_="mmpretrain"))
+    assert ours.out_indices == tuple(reference.out_indices) and ours.norm_eval == reference.norm_eval is False
+    report = load_checkpoint(ours, reference.state_dict(), dialect="mmpretrain")  # strict
+    assert report.ok
+    x = torch.randn(2, 3, 64, 64, generator=rng)
+    reference.eval()  # mmpretrain's train() returns None
+    with torch.no_grad():
+        got, expected = ours.eval()(x), reference(x)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_mmpretrain_scope_is_read_from_the_argument_the_config_or_the_type():
+    for model in (build_backbone(dict(type="SEResNet", depth=50), scope="mmpretrain"),
+                  build_backbone(dict(type="mmpretrain.SEResNet", depth=50))):
+        assert model.out_indices == (3,) and model.layer1[0].se is not None
+    mmdet = build_backbone(dict(type="ResNet", depth=18), scope="mmdet")
+    assert mmdet.out_indices == (0, 1, 2, 3) and mmdet.norm_eval
+
+
+@pytest.mark.parametrize("cfg, kwargs, error, words", [
+    (dict(type="SEResNet", depth=50), {}, KeyError, ["'SEResNet'", "'mmdet'", "ResNeXt"]),
+    (dict(type="ResNet", depth=50, _scope_="mmseg"), {}, ValueError, ["'mmseg'", "mmpretrain"]),
+    (dict(type="ResNet", depth=50, _scope_="mmdet"), dict(scope="mmpretrain"), ValueError, ["conflicting"]),
+    (dict(type="SEResNet", depth=18), dict(scope="mmpretrain"), KeyError, ["18", "50, 101, 152"]),
+    (dict(type="ResNet", depth=50, drop_path_rate=0.1), dict(scope="mmpretrain"), ValueError, ["drop_path_rate"]),
+    (dict(type="ResNeXt", depth=50, base_width=4), dict(scope="mmpretrain"), TypeError, ["base_width",
+                                                                                       "width_per_group"]),
+])
+def test_mmpretrain_spelling_errors_name_the_value(cfg, kwargs, error, words):
+    with pytest.raises(error) as info:
+        build_backbone(cfg, **kwargs)
+    assert all(w in str(info.value) for w in words), str(info.value)
