@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from torch import nn
 
 from resbone.detection.defaults import require_keys
-from resbone.models.mobilenetv2 import MobileNetV2
+from resbone.models.mobilenetv2 import STAGE_ENDS, MobileNetV2
 from resbone.models.resnet import ResNet
 
 __all__ = ["FCOS_CONV_BODIES", "build_fcos_backbone"]
@@ -75,8 +75,7 @@ def _fcos_bool_list(name: str, value: Any, length: int) -> tuple[bool, ...]:
 
 def _fcos_mobilenet(freeze_at: int, out_indices: tuple[int, ...]) -> MobileNetV2:
     # FCOS freezes features[0:FREEZE_CONV_BODY_AT]; that is a whole number of stages only at stage ends.
-    probe_ends = [1, 3, 6, 10, 13, 16, 17]  # features index of each stage's last block at width 1.0
-    allowed = {0: -1, 1: 0, **{end + 1: stage + 1 for stage, end in enumerate(probe_ends)}}
+    allowed = {0: -1, 1: 0, **{end + 1: stage + 1 for stage, end in enumerate(STAGE_ENDS[:7])}}
     if freeze_at not in allowed:
         raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT={freeze_at} freezes part of a MobileNetV2 stage; "
                          f"allowed: {sorted(allowed)}")
