@@ -27,18 +27,13 @@ MAX_FUNCTION_LINES = 60
 KNOWN_UPWARD: set[tuple[str, str]] = {
     ("resbone.models.registry", "resbone.convert"),  # issue 9: models describe checkpoints, convert loads
 }
-KNOWN_CYCLES: set[frozenset[str]] = {
-    frozenset({"resbone.convert.dialects", "resbone.convert.detect"}),  # issue 9
-    frozenset({"resbone.convert", "resbone.convert.load", "resbone.models.mobilenetv2",
-               "resbone.models.registry"}),  # issue 9: the registry's checkpoint loading
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 KNOWN_LONG: set[str] = {  # issue 9
     "resbone/analysis/summary.py", "resbone/engine/config.py", "resbone/engine/trainer.py", "resbone/models/resnet.py",
-    "resbone/convert/load.py::load_checkpoint", "resbone/engine/config.py::_fcos_defaults",
+    "resbone/engine/config.py::_fcos_defaults",
     "resbone/engine/trainer.py::Trainer.train", "resbone/models/resnet.py::ResNet.__init__",
 }
 KNOWN_DEAD_REFERENCES: set[str] = {  # issue 9
-    "resbone/convert/common.py: DESIGN.md", "resbone/convert/common.py: CONTRACTS.md",
     "resbone/deploy/fuse.py: tests/deploy/test_fuse.py", "resbone/deploy/onnx.py: tests/deploy/test_onnx.py",
     "resbone/engine/config.py: resbone.detection.data.catalog",
 }
