@@ -199,3 +199,24 @@ def test_prefix_without_the_dot_means_what_mmengine_means():
     backbone = ResNet(50, num_classes=None, **SMALL)
     report = load_checkpoint(backbone, theirs, dialect="mmdet", prefix="backbone")
     assert report.ok and torch.equal(backbone.layer1[0].conv1.weight, theirs["backbone.layer1.0.conv1.weight"])
+
+
+def test_nan_or_inf_weights_are_refused_naming_the_first_bad_tensors(tmp_path):
+    """A diverged run's checkpoint used to load without a word and make every output NaN."""
+    sd = random_state_dict("plain18")
+    sd["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    sd["fc.bias"][3] = float("inf")
+    path = save_state_dict_file(sd, tmp_path / "diverged.pth")
+    model = _small18(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for checkpoint in (sd, path):
+        with pytest.raises(ValueError, match=r"NaN or Inf values in 2 tensor\(s\): layer2\.0\.conv1\.weight, fc\.bias"):
+            load_checkpoint(model, checkpoint, strict=False)
+    assert_identical(model.state_dict(), before)
+    with pytest.raises(ValueError, match="allow_nonfinite=True"):
+        create_model("resnet18", stage_blocks=(1, 1, 1, 1), num_classes=10, checkpoint=path)
+    with pytest.raises(ValueError, match="layer2.0.conv1.weight"):
+        convert_state_dict(sd, "resbone", "timm")
+    report = load_checkpoint(model, path, allow_nonfinite=True)
+    assert report.ok and torch.isnan(model.layer2[0].conv1.weight[0, 0, 0, 0])
+    assert torch.isinf(convert_state_dict(sd, "resbone", "timm", allow_nonfinite=True)["fc.bias"][3])
