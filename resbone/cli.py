@@ -149,6 +149,7 @@ def _check_arch(args: argparse.Namespace, model, state_dict: dict, src: str, opt
 
 def _run_convert(args: argparse.Namespace) -> int:
     from resbone.convert import (
+        DIALECTS,
         convert_state_dict,
         detect_dialect,
         load_state_dict_file,
@@ -170,8 +171,7 @@ def _run_convert(args: argparse.Namespace) -> int:
     out = convert_state_dict(state_dict, src, dst, model=model, allow_nonfinite=args.allow_nonfinite, **options)
     if model is not None:
         _check_arch(args, model, state_dict, src, options)
-    path = save_state_dict_file(out, args.output, source=args.input,
-                                pickle_key="blobs" if dst == "caffe2" else "model")
+    path = save_state_dict_file(out, args.output, source=args.input, pickle_key=DIALECTS[dst].pickle_key)
     checked = f", checked against {args.arch}" if args.arch else ""
     print(f"{args.input} ({src}, {len(state_dict)} tensors) -> {path} ({dst}, {len(out)} tensors){checked}")
     return 0

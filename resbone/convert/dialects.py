@@ -29,7 +29,8 @@ def _no_hints(state_dict: Mapping[str, Any]) -> dict[str, Any]:
 class Dialect:
     """One ecosystem's names. `read_options` / `write_options`: the keyword options its to_native / from_native
     take (e.g. caffe2's eps, mmdet's model); `hints(state_dict)`: model arguments the checkpoint implies but its
-    keys cannot hold (fast-reid's ceil-mode stem pool)."""
+    keys cannot hold (fast-reid's ceil-mode stem pool); `pickle_key`: the key a `.pkl` file of this dialect
+    keeps its arrays under ('model' as detectron2 reads it, 'blobs' as Detectron reads Caffe2 weights)."""
 
     name: str
     to_native: Callable[..., StateDict]
@@ -38,6 +39,7 @@ class Dialect:
     read_options: frozenset[str] = frozenset()
     write_options: frozenset[str] = frozenset()
     hints: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_hints
+    pickle_key: str = "model"
 
     def read(self, state_dict: Mapping[str, torch.Tensor], **options: Any) -> StateDict:
         """to_native with the options this dialect takes (the others are for the writing side or another dialect)."""
@@ -66,7 +68,7 @@ DIALECTS: dict[str, Dialect] = {d.name: d for d in (
             "maskrcnn-benchmark / FCOS (backbone.body, backbone.fpn, rpn.head)",
             write_options=frozenset({"num_batches_tracked"})),
     Dialect("caffe2", caffe2.to_native, caffe2.from_native, "Caffe2 / Detectron MSRA pickles (res2_0_branch2a_w)",
-            read_options=_CAFFE2, write_options=_CAFFE2),
+            read_options=_CAFFE2, write_options=_CAFFE2, pickle_key="blobs"),
     Dialect("pretrainedmodels", reid.senet_to_native, reid.senet_from_native,
             "Cadene's pretrainedmodels SENet (layer0., se_module., last_linear), timm legacy_seresnet*"),
     Dialect("torchreid", reid.torchreid_to_native, reid.torchreid_from_native,

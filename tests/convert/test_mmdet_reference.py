@@ -2,18 +2,20 @@
 generalized-attention, non-local and GroupNorm backbones load strict into resbone's ResNet built with the same
 `plugins=` / `norm_cfg=` and give the same feature maps; resbone's weights converted back to mmdet's names load
 strict into mmdet's ResNet. Plugins are named by type there and by position here: the loader maps them with
-the model's own plugin list, `resbone convert` with --arch/--set."""
+the model's own plugin list, `resbone convert` with --arch/--set. mmpretrain's own ResNetV1d and SEResNet (a
+ConvModule deep stem, no AvgPool in a stride-1 avg_down shortcut, `se_layer.convK.conv`) the same way."""
 from __future__ import annotations
 
 import pytest
 import torch
 import yaml
 
+from resbone import create_model
 from resbone.cli import main
 from resbone.convert import convert_state_dict, detect_dialect, load_checkpoint, save_state_dict_file
 from resbone.convert.common import ModelRequired
 from resbone.models.resnet import ResNet
-from tests.helpers.references import mmdet_resnet, randomize
+from tests.helpers.references import mmdet_resnet, mmpretrain_backbones, randomize
 
 TOL = 1e-4  # max abs difference relative to the output's scale
 
@@ -92,3 +94,19 @@ def test_gn_model_is_written_with_mmdets_gn_names():
     written = convert_state_dict(ours.state_dict(), "resbone", "mmdet")
     assert {"gn1.weight", "layer1.0.gn2.weight", "layer4.2.gn3.bias", "layer1.0.downsample.1.weight"} <= set(written)
     assert not any(".bn" in k or k.startswith("bn") for k in written)
+
+
+@pytest.mark.parametrize("cls,ours_name", [("ResNetV1d", "resnet50d"), ("SEResNet", "seresnet50")])
+def test_mmpretrain_backbone_loads_strict_gives_the_same_map_and_converts_back(cls, ours_name):
+    torch.manual_seed(0)
+    reference = getattr(mmpretrain_backbones(), cls)(depth=50)  # out_indices=(3,), mmpretrain's default
+    randomize(reference)
+    theirs = {"backbone." + k: v for k, v in reference.state_dict().items()}  # as mmpretrain's classifiers save it
+    ours = create_model(ours_name, num_classes=None, out_indices=(3,)).eval()
+    report = load_checkpoint(ours, theirs)
+    assert report.ok and report.dialect == "mmpretrain" and len(report.loaded) == len(theirs)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert _relative_error(ours(x)[0], reference(x)[0]) < TOL
+    back = convert_state_dict(ours.state_dict(), "resbone", "mmpretrain")
+    reference.load_state_dict({k[len("backbone."):]: v for k, v in back.items()}, strict=True)

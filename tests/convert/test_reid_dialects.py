@@ -179,3 +179,25 @@ def test_a_state_dict_two_dialects_read_differently_is_ambiguous():
     with pytest.raises(ValueError, match=r"ambiguous state dict: 'pretrainedmodels' or 'torchreid'"):
         detect_dialect(theirs)
     assert "fc.weight" in convert_state_dict(theirs, "torchreid", "resbone")  # naming the dialect settles it
+
+
+def test_cli_converts_between_the_reid_ecosystems(tmp_path, capsys):
+    """torchreid se_resnet50 file -> Cadene's names (detected, checked against --arch) -> loads strict into Cadene's
+    SENet; the BNNeck head of a whole fast-reid model has no torchreid name: dropped with a warning."""
+    from resbone.cli import main
+    from resbone.convert import load_state_dict_file, save_state_dict_file
+
+    src = save_state_dict_file(_torchreid("senet").state_dict(), tmp_path / "torchreid.pth")
+    out = tmp_path / "cadene.pth"
+    assert main(["convert", str(src), str(out), "--to", "cadene", "--arch", "se_resnet50",
+                 "--set", "stage_blocks=[1, 1, 1, 1]", "--set", "num_classes=10"]) == 0
+    assert "(torchreid, " in capsys.readouterr().out
+    senet = pretrainedmodels_senet()
+    cadene = senet.SENet(senet.SEResNetBottleneck, [1, 1, 1, 1], groups=1, reduction=16, dropout_p=None,
+                         inplanes=64, input_3x3=False, downsample_kernel_size=1, downsample_padding=0, num_classes=10)
+    cadene.load_state_dict(load_state_dict_file(out), strict=True)
+    whole = fastreid_whole_model(_fastreid(True, False), feat_dim=2048, num_classes=5)  # IBN-a, as torchreid's
+    src = save_state_dict_file(whole.state_dict(), tmp_path / "fastreid.pth")
+    with pytest.warns(UserWarning, match="torchreid has no re-identification head"):
+        assert main(["convert", str(src), str(tmp_path / "tr.pth"), "--from", "fast-reid", "--to", "torchreid"]) == 0
+    assert not any(k.startswith(("heads.", "reid_head.")) for k in load_state_dict_file(tmp_path / "tr.pth"))
