@@ -14,7 +14,7 @@ import torch
 from resbone.convert.common import TORCHVISION_BODY_KEY, ModelRequired, is_native_key
 from resbone.convert.dialects import DIALECTS
 
-__all__ = ["check_fits", "detect_dialect", "dialect_scores"]
+__all__ = ["check_fits", "check_unambiguous", "detect_dialect", "dialect_scores"]
 
 _SHOWN = 5
 
@@ -40,6 +40,18 @@ def dialect_scores(state_dict: Mapping[str, torch.Tensor], **options: Any) -> di
     return {name: _reading(name, state_dict, options)[:2] for name in DIALECTS}
 
 
+def check_unambiguous(best: Mapping[str, Any], how: str) -> None:
+    """`best`: the equally good dialects -> the native key set each reads (None: it needs the model). Dialects
+    that read the keys the same way are one answer; two different readings are an error naming them."""
+    groups: dict[Any, list[str]] = {}
+    for name, keys in best.items():
+        groups.setdefault(name if keys is None else keys, []).append(name)
+    if len(groups) > 1:
+        candidates = " or ".join(repr(" = ".join(names)) for names in groups.values())
+        raise ValueError(f"ambiguous state dict: {candidates} {how} but name its tensors differently; say which it "
+                         "is (load_checkpoint(dialect=...), convert_state_dict(src=...), resbone convert --from ...)")
+
+
 def detect_dialect(state_dict: Mapping[str, torch.Tensor], **options: Any) -> str:
     """The dialect `state_dict` is written in (a name in resbone.convert.DIALECTS).
 
@@ -57,15 +69,8 @@ def detect_dialect(state_dict: Mapping[str, torch.Tensor], **options: Any) -> st
         raise ValueError(f"no dialect explains this state dict ({len(state_dict)} keys; the best, {best!r}, "
                          f"explains {explained}); unexplained keys include {unexplained}; "
                          f"known dialects: {', '.join(DIALECTS)}")
-    groups: dict[Any, list[str]] = {}  # one entry per distinct reading among the best dialects
-    for name, (score, _, keys) in readings.items():
-        if score == explained:
-            groups.setdefault(name if keys is None else keys, []).append(name)
-    if len(groups) > 1:
-        candidates = [" = ".join(names) for names in groups.values()]
-        raise ValueError(f"ambiguous state dict: {' or '.join(repr(c) for c in candidates)} each explain {explained} "
-                         f"of its {len(state_dict)} keys but name its tensors differently; say which it is "
-                         "(dialect=..., convert_state_dict(src=...), resbone convert --from ...)")
+    check_unambiguous({name: keys for name, (score, _, keys) in readings.items() if score == explained},
+                      f"each explain {explained} of its {len(state_dict)} keys")
     if best == "resbone" and all(TORCHVISION_BODY_KEY.match(k) for k in state_dict):
         return "torchvision"
     return best

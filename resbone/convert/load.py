@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from resbone.convert.common import TORCHVISION_BODY_KEY, StateDict, check_finite, is_native_key, strip_prefix
+from resbone.convert.detect import check_unambiguous
 from resbone.convert.dialects import DIALECTS, check_options, resolve_dialect
 from resbone.convert.io import load_state_dict_file, unwrap_state_dict
 
@@ -155,7 +156,7 @@ def _read(checkpoint: Any, prefix: str | None) -> StateDict:
 def _choose(state_dict: StateDict, model_state: Mapping[str, torch.Tensor], options: dict) -> str:
     """The dialect whose reading puts the most tensors into the model; on a tie, the one whose reading has more
     keys in resbone's grammar (fast-reid's `heads.*` over a dialect that leaves them unread), then the first."""
-    best, best_score = None, (0, 0)
+    best, best_score, readings = None, (0, 0), {}
     for name, dialect in DIALECTS.items():
         try:
             native = dialect.read(state_dict, **options)
@@ -164,8 +165,11 @@ def _choose(state_dict: StateDict, model_state: Mapping[str, torch.Tensor], opti
         aligned, _ = _align(native, model_state)
         fits = sum(1 for k, v in aligned.items() if k in model_state and v.shape == model_state[k].shape)
         score = (fits, sum(map(is_native_key, native)))
+        readings[name] = (score, frozenset(aligned))
         if score > best_score:
             best, best_score = name, score
+    check_unambiguous({name: keys for name, (score, keys) in readings.items() if score == best_score},
+                      f"each put {best_score[0]} of its tensors into the model")
     if best == "resbone" and all(TORCHVISION_BODY_KEY.match(k) for k in state_dict):
         best = "torchvision"  # the same names; report the ecosystem they come from
     if best is None:

@@ -201,3 +201,13 @@ def test_cli_converts_between_the_reid_ecosystems(tmp_path, capsys):
     with pytest.warns(UserWarning, match="torchreid has no re-identification head"):
         assert main(["convert", str(src), str(tmp_path / "tr.pth"), "--from", "fast-reid", "--to", "torchreid"]) == 0
     assert not any(k.startswith(("heads.", "reid_head.")) for k in load_state_dict_file(tmp_path / "tr.pth"))
+
+
+def test_load_checkpoint_refuses_to_guess_between_two_readings():
+    theirs = dict(_torchreid("senet").state_dict())
+    theirs["last_linear.weight"], theirs["last_linear.bias"] = theirs["classifier.weight"], theirs["classifier.bias"]
+    ours = create_model("se_resnet50", stage_blocks=SHALLOW, num_classes=10)
+    with pytest.raises(ValueError, match=r"ambiguous state dict: 'pretrainedmodels' or 'torchreid' each put"):
+        load_checkpoint(ours, theirs)
+    assert load_checkpoint(ours, theirs, dialect="torchreid", strict=False).unexpected == ["last_linear.weight",
+                                                                                           "last_linear.bias"]
