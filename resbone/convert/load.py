@@ -100,7 +100,8 @@ def describe_model(model: nn.Module) -> ModelDescription:
         prefix = f"{path}." if path else ""
         cfg = getattr(module, "pretrained_cfg", None)
         if isinstance(cfg, Mapping):
-            first.add(f"{prefix}{cfg['first_conv']}.weight")
+            if isinstance(cfg.get("first_conv"), str):
+                first.add(f"{prefix}{cfg['first_conv']}.weight")
             if cfg.get("classifier"):
                 classifiers.add(f"{prefix}{cfg['classifier']}.")
             if callable(getattr(module, "unbuilt_key", None)):
