@@ -15,9 +15,7 @@ from resbone.cli import main
 from resbone.convert import convert_state_dict, detect_dialect, load_checkpoint, save_state_dict_file
 from resbone.convert.common import ModelRequired
 from resbone.models.resnet import ResNet
-from tests.helpers.references import mmdet_resnet, mmpretrain_backbones, randomize
-
-TOL = 1e-4  # max abs difference relative to the output's scale
+from tests.helpers.references import TOL, mmdet_resnet, mmpretrain_backbones, randomize, relative_error
 
 GCNET = [dict(cfg=dict(type="ContextBlock", ratio=1 / 16), stages=(False, True, True, True), position="after_conv3")]
 ATTENTION = [dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=8, attention_type="0010",
@@ -29,9 +27,6 @@ GN = dict(type="GN", num_groups=32, requires_grad=True)
 CASES = {"gcnet": dict(plugins=GCNET), "gen_attention": dict(plugins=ATTENTION),
          "nonlocal_and_gcnet": dict(plugins=NONLOCAL_AND_GC), "gn": dict(norm_cfg=GN)}
 
-
-def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
 
 
 def _pair(case: str):
@@ -52,7 +47,7 @@ def test_mmdet_checkpoint_loads_strict_and_gives_the_same_maps_and_converts_back
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         for mine, expected in zip(ours(x), reference(x)):
-            assert _relative_error(mine, expected) < TOL
+            assert relative_error(mine, expected) < TOL
     back = convert_state_dict(ours.state_dict(), "resbone", "mmdet", model=ours)
     assert back.keys() == theirs.keys()
     reference.load_state_dict(back, strict=True)
@@ -107,6 +102,6 @@ def test_mmpretrain_backbone_loads_strict_gives_the_same_map_and_converts_back(c
     assert report.ok and report.dialect == "mmpretrain" and len(report.loaded) == len(theirs)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert _relative_error(ours(x)[0], reference(x)[0]) < TOL
+        assert relative_error(ours(x)[0], reference(x)[0]) < TOL
     back = convert_state_dict(ours.state_dict(), "resbone", "mmpretrain")
     reference.load_state_dict({k[len("backbone."):]: v for k, v in back.items()}, strict=True)

@@ -13,19 +13,17 @@ import torch
 from resbone import create_model
 from resbone.convert import convert_state_dict, detect_dialect, load_checkpoint
 from tests.helpers.references import (
+    TOL,
     fastreid_backbone,
     fastreid_whole_model,
     pretrainedmodels_senet,
     randomize,
+    relative_error,
     torchreid_models,
 )
 
-TOL = 1e-4  # max abs difference relative to the output's scale
 SHALLOW = (1, 1, 1, 1)  # names and computations per block do not depend on depth
 
-
-def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
 
 
 def _x() -> torch.Tensor:
@@ -48,7 +46,7 @@ def test_pretrainedmodels_senet_loads_into_create_model_and_converts_back(ours_n
     assert report.ok and report.dialect == "pretrainedmodels" and len(report.loaded) == len(theirs)
     with torch.no_grad():  # Cadene's logits pool with AvgPool2d(7), made for 224 px: pool the features instead
         expected = reference.last_linear(reference.features(_x()).mean((2, 3)))
-        assert _relative_error(ours(_x()), expected) < TOL
+        assert relative_error(ours(_x()), expected) < TOL
     reference.load_state_dict(convert_state_dict(ours.state_dict(), "resbone", "pretrainedmodels"), strict=True)
 
 
@@ -81,7 +79,7 @@ def test_torchreid_classifier_is_resbones_fc_and_converts_back(kind, ours_name, 
     report = load_checkpoint(ours, theirs)
     assert report.ok and report.dialect == "torchreid" and len(report.loaded) == len(theirs)
     with torch.no_grad():  # in eval mode torchreid returns the pooled features
-        assert _relative_error(ours(_x()), reference.classifier(reference(_x()))) < TOL
+        assert relative_error(ours(_x()), reference.classifier(reference(_x()))) < TOL
     reference.load_state_dict(convert_state_dict(ours.state_dict(), "resbone", "torchreid"), strict=True)
 
 
@@ -103,7 +101,7 @@ def test_torchreid_embedding_head_is_dropped_with_a_warning_and_written_back():
     assert report.ok and report.dialect == "torchreid"
     assert {"reid_head.fc.0.weight", "reid_head.fc.1.running_var", "reid_head.classifier.weight"} <= set(report.dropped)
     with torch.no_grad():
-        assert _relative_error(ours(_x())[0], reference.featuremaps(_x())) < TOL
+        assert relative_error(ours(_x())[0], reference.featuremaps(_x())) < TOL
     reference.load_state_dict(convert_state_dict(convert_state_dict(theirs, "torchreid", "resbone"), "resbone",
                                                  "torchreid"), strict=True)
 
@@ -130,7 +128,7 @@ def test_fastreid_backbone_loads_strict_gives_the_same_map_and_converts_back(wit
     report = load_checkpoint(ours, theirs)
     assert report.ok and report.dialect == ("fastreid" if with_se else "resbone")  # IBN names are native
     with torch.no_grad():
-        assert _relative_error(ours(_x())[0], reference(_x())) < TOL
+        assert relative_error(ours(_x())[0], reference(_x())) < TOL
     back = convert_state_dict(ours.state_dict(), "resbone", "fastreid")
     reference.load_state_dict(back, strict=True)
 
@@ -153,7 +151,7 @@ def test_whole_fastreid_model_drops_the_bnneck_head_and_says_the_stem_pool_is_ce
     with pytest.warns(UserWarning, match="re-identification head"):
         assert not load_checkpoint(ceil, theirs).notes
     with torch.no_grad():
-        assert _relative_error(ceil(_x())[0], whole.backbone(_x())) < TOL
+        assert relative_error(ceil(_x())[0], whole.backbone(_x())) < TOL
     native = convert_state_dict(theirs, "fastreid", "resbone")
     whole.load_state_dict(convert_state_dict(native, "resbone", "fastreid"), strict=True)
     with pytest.warns(UserWarning, match="timm has no re-identification head: dropped 6 tensors"):

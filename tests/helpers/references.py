@@ -20,8 +20,10 @@ import tempfile
 import types
 from typing import Any, Iterator
 
-__all__ = ["fastreid_backbone", "fastreid_whole_model", "load_file", "mmdet_resnet", "mmpretrain_backbones",
-           "pretrainedmodels_senet", "torchreid_models"]
+__all__ = ["TOL", "fastreid_backbone", "fastreid_whole_model", "load_file", "mmdet_resnet", "mmpretrain_backbones",
+           "pretrainedmodels_senet", "randomize", "relative_error", "torchreid_models"]
+
+TOL = 1e-4  # DESIGN's equality bar: max abs difference relative to the output's scale
 
 _STUBBED = ("cv2", "rich", "platformdirs")
 
@@ -170,3 +172,8 @@ def randomize(model: Any, seed: int = 0) -> Any:
                     param.copy_(torch.randn(param.shape, generator=gen) * 0.1)
     model.eval()
     return model
+
+
+def relative_error(actual: Any, expected: Any) -> float:
+    """max |actual - expected| / max |expected|, the quantity TOL bounds."""
+    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
