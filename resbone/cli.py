@@ -92,57 +92,87 @@ def _run_export(args: argparse.Namespace) -> int:
 
 # ---- convert (checkpoints) ------------------------------------------------------------------------
 def _add_convert(sub: argparse._SubParsersAction) -> None:
+    from resbone.convert import DIALECTS
+
     p = sub.add_parser("convert", help="convert a checkpoint between dialects",
                        description="Rename a checkpoint's weights from one ecosystem's names to another's "
                                    "(through resbone's) and write .pth/.pt/.safetensors/.pkl atomically.")
     p.add_argument("input", metavar="IN", help="checkpoint to read (.pth .pt .bin .ckpt .safetensors .pkl)")
     p.add_argument("output", metavar="OUT", help="file to write; its suffix picks the format; never IN")
-    p.add_argument("--to", dest="dst", required=True, metavar="DIALECT",
-                   help="resbone, torchvision, timm, mmdet, mmpretrain, detectron2, maskrcnn (= fcos), caffe2")
+    p.add_argument("--to", dest="dst", required=True, metavar="DIALECT", help=", ".join(DIALECTS))
     p.add_argument("--from", dest="src", default="auto", metavar="DIALECT", help="default: detect from the keys")
     p.add_argument("--arch", default=None, metavar="NAME",
-                   help="a registered model name: check that the weights load into it (strict) before writing")
+                   help="a registered model name: check that the weights load into it (strict) before writing; "
+                        "needed to read mmdet plugins, which mmdet names by type and resbone by position")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --arch: a model argument (YAML), e.g. --set num_classes=751 or --set \"plugins=[...]\"")
     p.add_argument("--eps", type=float, default=None,
                    help="caffe2 only: eps of the FrozenBN the affine BN maps to / is folded from (default 1e-5)")
     p.add_argument("--prefix", default=None,
                    help="mmdet only: prefix for a backbone's keys, e.g. 'backbone.' (default none)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert weights holding NaN / Inf (refused by default)")
     p.set_defaults(func=_run_convert)
+
+
+def _convert_options(args: argparse.Namespace, src: str, dst: str) -> dict:
+    """--eps / --prefix as dialect options; a flag neither side takes is an error, not ignored."""
+    from resbone.convert import DIALECTS
+
+    options = {}
+    for name in ("eps", "prefix"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        readers = {d.name for d in DIALECTS.values() if name in d.read_options}
+        writers = {d.name for d in DIALECTS.values() if name in d.write_options}
+        if src not in readers and dst not in writers:
+            where = f"when reading or writing {', '.join(sorted(readers | writers))}" if readers \
+                else f"to --to {', '.join(sorted(writers))}"
+            raise ValueError(f"--{name} applies {where} only, not {src!r} -> {dst!r}")
+        options[name] = value
+    return options
+
+
+def _check_arch(args: argparse.Namespace, model, state_dict: dict, src: str, options: dict) -> None:
+    """--arch: the weights must load strict into the named model, else one error with advice a user can follow."""
+    from resbone.convert import DIALECTS, load_checkpoint
+
+    read = {k: v for k, v in options.items() if k in DIALECTS[src].read_options}
+    report = load_checkpoint(model, state_dict, dialect=src, strict=False, allow_nonfinite=args.allow_nonfinite,
+                             **read)
+    if not report.ok:
+        raise ValueError(f"{args.input} does not load into --arch {args.arch} ({src}): {report.problems()}. Name the "
+                         f"model the weights were trained as (--arch NAME, `resbone list`), give its arguments with "
+                         f"--set KEY=VALUE (e.g. --set stage_blocks=[2,2,2,2]), or leave out --arch to convert "
+                         f"without the check")
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from resbone.convert import (
         DIALECTS,
+        convert_state_dict,
         detect_dialect,
-        load_checkpoint,
         load_state_dict_file,
         resolve_dialect,
         save_state_dict_file,
     )
-    from resbone.convert.detect import check_fits
 
+    if args.set and args.arch is None:
+        raise ValueError("--set builds the --arch model; give --arch NAME too")
     dst = resolve_dialect(args.dst)
-    src = "auto" if args.src == "auto" else resolve_dialect(args.src)
     state_dict = load_state_dict_file(args.input)
-    src = detect_dialect(state_dict) if src == "auto" else src
-    eps = {} if args.eps is None else {"eps": args.eps}
-    if eps and "caffe2" not in (src, dst):  # as --prefix: an option that would be ignored is an error
-        raise ValueError(f"--eps applies when reading or writing caffe2 only, not {src!r} -> {dst!r}")
-    native = DIALECTS[src].to_native(state_dict, **(eps if src == "caffe2" else {}))
-    check_fits(native, src, source=args.input)
+    model = None
     if args.arch is not None:
         from resbone.models.registry import create_model
 
-        classifier = native.get("fc.weight", native.get("classifier.1.weight"))
-        model = create_model(args.arch, num_classes=None if classifier is None else classifier.shape[0])
-        load_checkpoint(model, native, dialect="resbone", strict=True)
-    options = dict(eps if dst == "caffe2" else {})
-    if args.prefix is not None:
-        if dst != "mmdet":
-            raise ValueError(f"--prefix applies to --to mmdet only, not {dst!r}")
-        options["prefix"] = args.prefix
-    out = DIALECTS[dst].from_native(native, **options)
-    path = save_state_dict_file(out, args.output, source=args.input,
-                                pickle_key="blobs" if dst == "caffe2" else "model")
+        model = create_model(args.arch, **_parse_model_overrides(args.set))
+    src = detect_dialect(state_dict, model=model) if args.src == "auto" else resolve_dialect(args.src)
+    options = _convert_options(args, src, dst)
+    out = convert_state_dict(state_dict, src, dst, model=model, allow_nonfinite=args.allow_nonfinite, **options)
+    if model is not None:
+        _check_arch(args, model, state_dict, src, options)
+    path = save_state_dict_file(out, args.output, source=args.input, pickle_key=DIALECTS[dst].pickle_key)
     checked = f", checked against {args.arch}" if args.arch else ""
     print(f"{args.input} ({src}, {len(state_dict)} tensors) -> {path} ({dst}, {len(out)} tensors){checked}")
     return 0
