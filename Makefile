@@ -9,21 +9,25 @@ STAMP := $(VENV)/.resbone-installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision: pinned builds that pip takes from this machine's disk (no big download)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[test]'
+	# reference projects the tests compare against; with their dependencies they would pull opencv, scipy and
+	# an old torch, so only their own code is installed (the tests import just their model files)
+	$(PY) -m pip install --quiet --no-deps mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmpretrain==1.2.0 \
+		fastreid==1.4.0
 	touch $(STAMP)
 
 # The main job: FCOS (R-18-FPN, from scratch) trained on the synthetic shapes set (generated on first
 # use under ./datasets), then COCO AP on shapes_val; about 10 minutes on 2 CPU cores.
 demo: $(STAMP)
 	$(VENV)/bin/resbone summary resnet18
-	$(VENV)/bin/resbone train configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output
+	$(VENV)/bin/resbone train configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
 	$(VENV)/bin/resbone predict configs/fcos/shapes_R_18_FPN.yaml --weights demo_output/model_final.pth \
-		datasets/shapes_96px_1000_200_seed0/val/000001.png --out demo_output/predictions
+		--grid 8 --out demo_output/predictions
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,8 +1,10 @@
 """resbone: one PyTorch implementation of the ResNet family, speaking every ecosystem's dialect."""
-from resbone.builders import build_backbone, build_fcos_backbone
+from resbone.builders import build_backbone
 from resbone.convert import convert_state_dict, detect_dialect, load_checkpoint
+from resbone.detection.backbone import build_fcos_backbone
+from resbone.factory import create_model
 from resbone.models.mobilenetv2 import MobileNetV2
-from resbone.models.registry import create_model, is_model, list_models, register_model
+from resbone.models.registry import is_model, list_models, register_model
 from resbone.models.resnet import BasicBlock, Bottleneck, ResLayer, ResNet
 
 __version__ = "0.1.0"

@@ -1,19 +1,17 @@
-"""The two config dialects at the edge: mmdetection's backbone dicts and FCOS / maskrcnn-benchmark's CONV_BODY.
+"""The mmdetection config dialect at the edge: backbone dicts -> resbone's classes (FCOS / maskrcnn-benchmark's
+CONV_BODY lives with the FCOS code, in resbone.detection.backbone).
 
 Anchors: mmdetection `models/backbones/resnet.py`, `resnext.py`, `mobilenet_v2.py` (argument names and
 defaults: norm_eval=True, zero_init_residual=True, out_indices=(0, 1, 2, 3), style='pytorch';
-ResNetV1c = deep stem, ResNetV1d = deep stem + avg_down; ResNeXt's width = planes when groups == 1) and
-tianzhi0549/FCOS `modeling/backbone/resnet.py`, `backbone.py`, `mobilenet.py` (StageSpecs per
-CONV_BODY, STEM_FUNC / TRANS_FUNC, STRIDE_IN_1X1, NUM_GROUPS x WIDTH_PER_GROUP, FREEZE_CONV_BODY_AT,
-FrozenBatchNorm2d without eps, GroupNorm from MODEL.GROUP_NORM). Each config is translated once into
-the plain keyword arguments of `ResNet` / `MobileNetV2`; nothing is looked up at run time.
+ResNetV1c = deep stem, ResNetV1d = deep stem + avg_down; ResNeXt's width = planes when groups == 1).
+Each config is translated once into the plain keyword arguments of `ResNet` / `MobileNetV2`; nothing is
+looked up at run time.
 
 Reference test: tests/test_builders.py (mmdetection's own model configs build and run; C3-C5 strides;
 freezing equivalences; every bad input's error).
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import warnings
@@ -25,7 +23,7 @@ from resbone.layers.conv import check_dcn
 from resbone.models.mobilenetv2 import MobileNetV2
 from resbone.models.resnet import ResNet
 
-__all__ = ["MMDET_TYPES", "FCOS_CONV_BODIES", "build_backbone", "build_fcos_backbone"]
+__all__ = ["MMDET_TYPES", "build_backbone"]
 
 # mmdetection's ResNet arguments and defaults (ResNeXt adds groups/base_width); resbone's extras follow.
 _MMDET_RESNET_DEFAULTS: dict[str, Any] = dict(
@@ -46,6 +44,26 @@ MMDET_TYPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ResNeXt": (dict(_MMDET_RESNET_DEFAULTS, groups=1, base_width=4), {}),
     "MobileNetV2": (_MMDET_MOBILENET_DEFAULTS, {}),
 }
+# mmpretrain `models/backbones/{resnet,resnext,seresnet,seresnext,mobilenet_v2}.py`: a classifier's
+# backbone, so out_indices=(3,) (MobileNetV2: (7,)), norm_eval=False; stem_channels=64 whatever
+# base_channels; ResNeXt spells the width `width_per_group` (32x4d by default); SE squeezes by se_ratio.
+_MMPRETRAIN_RESNET_DEFAULTS: dict[str, Any] = dict(
+    depth=None, in_channels=3, stem_channels=64, base_channels=64, expansion=None, num_stages=4,
+    strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), out_indices=(3,), style="pytorch", deep_stem=False, avg_down=False,
+    frozen_stages=-1, conv_cfg=None, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False, with_cp=False,
+    zero_init_residual=True, init_cfg=None, drop_path_rate=0.0)
+_RESNEXT_32X4D = dict(groups=32, width_per_group=4)
+MMPRETRAIN_TYPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "ResNet": (_MMPRETRAIN_RESNET_DEFAULTS, {}),
+    "ResNetV1c": (_MMPRETRAIN_RESNET_DEFAULTS, dict(deep_stem=True, avg_down=False)),
+    "ResNetV1d": (_MMPRETRAIN_RESNET_DEFAULTS, dict(deep_stem=True, avg_down=True)),
+    "ResNeXt": (dict(_MMPRETRAIN_RESNET_DEFAULTS, **_RESNEXT_32X4D), {}),
+    "SEResNet": (dict(_MMPRETRAIN_RESNET_DEFAULTS, se_ratio=16), {}),
+    "SEResNeXt": (dict(_MMPRETRAIN_RESNET_DEFAULTS, se_ratio=16, **_RESNEXT_32X4D), {}),
+    "MobileNetV2": (dict(_MMDET_MOBILENET_DEFAULTS, out_indices=(7,)), {}),
+}
+_SCOPES = {"mmdet": MMDET_TYPES, "mmpretrain": MMPRETRAIN_TYPES}
+_BOTTLENECK_ONLY = ("ResNeXt", "SEResNet", "SEResNeXt")  # mmpretrain's arch_settings: depth 50/101/152
 _PLAIN_CONV_TYPES = ("Conv", "Conv2d")
 _INIT_TYPES_IGNORED = ("Kaiming", "Constant", "Normal", "Xavier", "Uniform", "TruncNormal")
 
@@ -88,21 +106,42 @@ def _check_conv_cfg(conv_cfg: Any) -> None:
                          f"with stage_with_dcn")
 
 
-def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> nn.Module:
-    """A backbone from an mmdetection dict, e.g. dict(type='ResNet', depth=50, frozen_stages=1, ...).
+def _scope_and_type(kwargs: dict[str, Any], scope: str | None) -> tuple[str, Any]:
+    """mmengine's scope: build_backbone(scope=...), the config's `_scope_`, or a 'scope.Type' type name."""
+    kind = kwargs.pop("type", None)
+    named = [("scope", scope), ("_scope_", kwargs.pop("_scope_", None))]
+    if isinstance(kind, str) and "." in kind:
+        prefix, kind = kind.split(".", 1)
+        named.append(("type prefix", prefix))
+    given = {name: value for name, value in named if value is not None}
+    for name, value in given.items():
+        if value not in _SCOPES:
+            raise ValueError(f"{name} {value!r} is not a scope resbone translates; allowed: {sorted(_SCOPES)}")
+    if len(set(given.values())) > 1:
+        raise ValueError(f"conflicting scopes {given}; give one")
+    return next(iter(given.values()), "mmdet"), kind
 
-    mmdetection's defaults apply (for ResNet: norm_eval=True, zero_init_residual=True). `pretrained=PATH`
-    or `init_cfg=dict(type='Pretrained', checkpoint=PATH)` load a local checkpoint of any dialect through
-    resbone.convert.load_checkpoint (strict=False, as mmdet); load_pretrained=False skips loading.
+
+def build_backbone(cfg: Mapping[str, Any], *, scope: str | None = None, load_pretrained: bool = True) -> nn.Module:
+    """A backbone from an mmdetection or mmpretrain dict, e.g. dict(type='ResNet', depth=50, frozen_stages=1).
+
+    The config's scope (`scope=`, its `_scope_`, or a 'mmpretrain.ResNet' type) picks the ecosystem whose
+    types and defaults apply: 'mmdet' (the default; ResNet: out_indices=(0, 1, 2, 3), norm_eval=True,
+    zero_init_residual=True) or 'mmpretrain' (adds SEResNet, SEResNeXt, ResNeXt with width_per_group;
+    out_indices=(3,), norm_eval=False). `pretrained=PATH` or `init_cfg=dict(type='Pretrained',
+    checkpoint=PATH)` load a local checkpoint of any dialect through resbone.convert.load_checkpoint
+    (strict=False, as mmdet); load_pretrained=False skips loading.
     The result returns a tuple of out_indices maps and has `feature_info` / `out_channels`.
     """
     if not isinstance(cfg, Mapping):
         raise TypeError(f"an mmdetection backbone config must be a dict with a 'type' key, got {cfg!r}")
     kwargs = dict(cfg)
-    kind = kwargs.pop("type", None)
-    if kind not in MMDET_TYPES:
-        raise KeyError(f"backbone type {kind!r} is not supported; allowed types are {sorted(MMDET_TYPES)}")
-    defaults, fixed = MMDET_TYPES[kind]
+    scope, kind = _scope_and_type(kwargs, scope)
+    types = _SCOPES[scope]
+    if kind not in types:
+        raise KeyError(f"backbone type {kind!r} is not supported in scope {scope!r}; allowed types are "
+                       f"{sorted(types)}")
+    defaults, fixed = types[kind]
     allowed = list(defaults) + (list(_RESBONE_RESNET_EXTRAS) if kind != "MobileNetV2" else [])
     unknown = sorted(set(kwargs) - set(allowed))
     if unknown:
@@ -116,27 +155,46 @@ def build_backbone(cfg: Mapping[str, Any], *, load_pretrained: bool = True) -> n
     _check_conv_cfg(options.pop("conv_cfg"))
     if options.get("dcn") is not None:
         check_dcn(options["dcn"])  # even where stage_with_dcn leaves it unused: a typo should not pass
-    checkpoint, prefix = _pretrained_path(options.pop("pretrained"), options.pop("init_cfg"))
-    if kind == "MobileNetV2":
-        model = _mmdet_mobilenet(options)
-    else:
-        if options["depth"] is None:
-            raise KeyError(f"{kind} needs depth (one of 18, 34, 50, 101, 152)")
-        if kind == "ResNeXt" and options["groups"] == 1:
-            options["base_width"] = 64  # mmdet: a ResNeXt block with groups=1 has width = planes
-        model = ResNet(options.pop("depth"), num_classes=None, **options)
+    checkpoint, prefix = _pretrained_path(options.pop("pretrained", None), options.pop("init_cfg"))
+    model = _mmdet_mobilenet(options) if kind == "MobileNetV2" else _resnet(kind, options)
     if checkpoint is not None and load_pretrained:
-        if re.match(r"^[a-z][a-z0-9+.-]*://", checkpoint):
-            raise ValueError(f"checkpoint {checkpoint!r} is a download address; resbone downloads nothing: save the "
-                             f"file locally and pass its path (any dialect: torchvision, mmdet, detectron2, ...), "
-                             f"or build with load_pretrained=False")
-        from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
-
-        report = load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
-        if not report.ok:  # mmdet/mmengine log what strict=False left out; staying silent hid a wrong file
-            warnings.warn(f"{kind} pretrained {checkpoint!r} (dialect {report.dialect}) loaded "
-                          f"{len(report.loaded)} tensors; {report.problems()}", stacklevel=2)
+        _load_pretrained(model, kind, checkpoint, prefix)
     return model
+
+
+def _resnet(kind: str, options: dict[str, Any]) -> ResNet:
+    depth = options.pop("depth")
+    if depth is None:
+        raise KeyError(f"{kind} needs depth (one of 18, 34, 50, 101, 152)")
+    if kind in _BOTTLENECK_ONLY and depth not in (50, 101, 152):
+        raise KeyError(f"invalid depth {depth!r} for {kind}; allowed: [50, 101, 152]")
+    if "width_per_group" in options:  # mmpretrain's spelling of ResNeXt's base_width
+        options["base_width"] = options.pop("width_per_group")
+    if kind in ("ResNeXt", "SEResNeXt") and options["groups"] == 1:
+        options["base_width"] = 64  # mmdet and mmpretrain: a ResNeXt block with groups=1 has width = planes
+    if "se_ratio" in options:  # mmpretrain's SELayer: 1x1 convs with bias, channels // se_ratio rounded to 8
+        options["se"] = dict(reduction=options.pop("se_ratio"), divisor=8)
+    expansion = options.pop("expansion", None)
+    if expansion not in (None, 1 if depth in (18, 34) else 4):
+        raise ValueError(f"{kind} expansion={expansion!r} is not supported; resbone's blocks expand by "
+                         f"{1 if depth in (18, 34) else 4} at depth {depth} (leave expansion=None)")
+    drop_path_rate = options.pop("drop_path_rate", 0.0)
+    if drop_path_rate:
+        raise ValueError(f"{kind} drop_path_rate={drop_path_rate!r} is not supported (stochastic depth); only 0.0")
+    return ResNet(depth, num_classes=None, **options)
+
+
+def _load_pretrained(model: nn.Module, kind: str, checkpoint: str, prefix: str | None) -> None:
+    if re.match(r"^[a-z][a-z0-9+.-]*://", checkpoint):
+        raise ValueError(f"checkpoint {checkpoint!r} is a download address; resbone downloads nothing: save the "
+                         f"file locally and pass its path (any dialect: torchvision, mmdet, detectron2, ...), "
+                         f"or build with load_pretrained=False")
+    from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
+
+    report = load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)
+    if not report.ok:  # mmdet/mmengine log what strict=False left out; staying silent hid a wrong file
+        warnings.warn(f"{kind} pretrained {checkpoint!r} (dialect {report.dialect}) loaded "
+                      f"{len(report.loaded)} tensors; {report.problems()}", stacklevel=3)
 
 
 def _mmdet_mobilenet(options: dict[str, Any]) -> MobileNetV2:
@@ -145,125 +203,3 @@ def _mmdet_mobilenet(options: dict[str, Any]) -> MobileNetV2:
         raise ValueError(f"MobileNetV2 act_cfg {act_cfg!r} is not supported; only dict(type='ReLU6') (the paper's)")
     return MobileNetV2(num_classes=None, width_mult=options.pop("widen_factor"), **options)
 
-
-# ---- FCOS / maskrcnn-benchmark -------------------------------------------------------------------
-# CONV_BODY -> (depth or 'MNV2', stage count, out_indices). FCOS's RETINANET bodies return C2-C5 and
-# its FPN ignores C2 (in_channels 0); resbone's return C3-C5 only, the maps the FPN uses.
-FCOS_CONV_BODIES: dict[str, tuple[Any, int, tuple[int, ...]]] = {
-    "R-50-C4": (50, 3, (2,)), "R-50-C5": (50, 4, (3,)),
-    "R-101-C4": (101, 3, (2,)), "R-101-C5": (101, 4, (3,)),
-    "R-50-FPN": (50, 4, (0, 1, 2, 3)), "R-50-FPN-RETINANET": (50, 4, (1, 2, 3)),
-    # resbone's small bodies (not in FCOS): BasicBlock stages, RES2_OUT_CHANNELS 64
-    "R-18-FPN-RETINANET": (18, 4, (1, 2, 3)), "R-34-FPN-RETINANET": (34, 4, (1, 2, 3)),
-    "R-101-FPN": (101, 4, (0, 1, 2, 3)), "R-101-FPN-RETINANET": (101, 4, (1, 2, 3)),
-    "R-152-FPN": (152, 4, (0, 1, 2, 3)),
-    # FCOS's MobileNetV2 returns features 3/6/13/17 (= stages 1, 2, 4, 6); the RETINANET FPN uses the last 3.
-    "MNV2-FPN": ("MNV2", 7, (1, 2, 4, 6)), "MNV2-FPN-RETINANET": ("MNV2", 7, (2, 4, 6)),
-}
-_FCOS_NORMS = {"StemWithFixedBatchNorm": "FrozenBN", "StemWithGN": "GN",
-               "BottleneckWithFixedBatchNorm": "FrozenBN", "BottleneckWithGN": "GN"}
-_FCOS_RESNETS_DEFAULTS: dict[str, Any] = dict(
-    STEM_FUNC="StemWithFixedBatchNorm", TRANS_FUNC="BottleneckWithFixedBatchNorm", NUM_GROUPS=1,
-    WIDTH_PER_GROUP=64, STRIDE_IN_1X1=True, RES2_OUT_CHANNELS=256, STEM_OUT_CHANNELS=64,
-    STAGE_WITH_DCN=(False, False, False, False), WITH_MODULATED_DCN=False, DEFORMABLE_GROUPS=1, RES5_DILATION=1)
-_FCOS_GROUP_NORM_DEFAULTS: dict[str, Any] = dict(DIM_PER_GP=-1, NUM_GROUPS=32, EPSILON=1e-5)
-
-
-def _section(cfg: Any, path: str) -> Mapping[str, Any]:
-    node: Any = cfg
-    for key in path.split("."):
-        node = node.get(key, {}) if isinstance(node, Mapping) else getattr(node, key, {})
-    return node if isinstance(node, Mapping) else {}
-
-
-def _group_norm(num_features: int, *, dim_per_gp: int, num_groups: int, eps: float) -> nn.GroupNorm:
-    """maskrcnn-benchmark's group_norm: groups = channels // DIM_PER_GP, or NUM_GROUPS."""
-    groups = num_features // dim_per_gp if dim_per_gp > 0 else num_groups
-    if groups < 1 or num_features % groups:
-        raise ValueError(f"MODEL.GROUP_NORM gives {groups} groups for {num_features} channels (not a divisor)")
-    return nn.GroupNorm(groups, num_features, eps=eps)
-
-
-def _fcos_norm(resnets: Mapping[str, Any], group_norm: Mapping[str, Any], frozen_bn_eps: float) -> Any:
-    stem, trans = resnets["STEM_FUNC"], resnets["TRANS_FUNC"]
-    for key, value, allowed in (("STEM_FUNC", stem, ("StemWithFixedBatchNorm", "StemWithGN")),
-                                ("TRANS_FUNC", trans, ("BottleneckWithFixedBatchNorm", "BottleneckWithGN"))):
-        if value not in allowed:
-            raise KeyError(f"MODEL.RESNETS.{key} {value!r} is not supported; allowed: {list(allowed)}")
-    if _FCOS_NORMS[stem] != _FCOS_NORMS[trans]:
-        raise ValueError(f"MODEL.RESNETS.STEM_FUNC {stem!r} and TRANS_FUNC {trans!r} use different norms; resbone "
-                         f"builds one norm for the whole body: pair StemWithFixedBatchNorm with "
-                         f"BottleneckWithFixedBatchNorm, or StemWithGN with BottleneckWithGN")
-    if _FCOS_NORMS[stem] == "FrozenBN":
-        # FCOS's FrozenBatchNorm2d has no eps (weight * running_var.rsqrt()); torchvision's has 1e-5.
-        return dict(type="FrozenBN", eps=frozen_bn_eps)
-    dim_per_gp, num_groups = int(group_norm["DIM_PER_GP"]), int(group_norm["NUM_GROUPS"])
-    if (dim_per_gp > 0) == (num_groups > 0):
-        raise ValueError(f"MODEL.GROUP_NORM: exactly one of DIM_PER_GP ({dim_per_gp}) and NUM_GROUPS "
-                         f"({num_groups}) must be -1")
-    return functools.partial(_group_norm, dim_per_gp=dim_per_gp, num_groups=num_groups,
-                             eps=float(group_norm["EPSILON"]))
-
-
-def _fcos_bool_list(name: str, value: Any, length: int) -> tuple[bool, ...]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or len(value) != length:
-        raise ValueError(f"{name} must be a list of {length} booleans (one per stage), got {value!r}")
-    return tuple(bool(v) for v in value)
-
-
-def _fcos_mobilenet(freeze_at: int, out_indices: tuple[int, ...]) -> MobileNetV2:
-    # FCOS freezes features[0:FREEZE_CONV_BODY_AT]; that is a whole number of stages only at stage ends.
-    probe_ends = [1, 3, 6, 10, 13, 16, 17]  # features index of each stage's last block at width 1.0
-    allowed = {0: -1, 1: 0, **{end + 1: stage + 1 for stage, end in enumerate(probe_ends)}}
-    if freeze_at not in allowed:
-        raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT={freeze_at} freezes part of a MobileNetV2 stage; "
-                         f"allowed: {sorted(allowed)}")
-    return MobileNetV2(num_classes=None, out_indices=out_indices, frozen_stages=min(allowed[freeze_at], 7))
-
-
-def build_fcos_backbone(cfg: Any) -> nn.Module:
-    """The backbone body FCOS's MODEL.BACKBONE.CONV_BODY names, from a yacs-like config (or nested dicts).
-
-    Returns a resbone ResNet / MobileNetV2 with num_classes=None whose forward gives the maps the FCOS body
-    returns (C3-C5 for *-RETINANET, C2-C5 for *-FPN, C4 / C5 for -C4 / -C5) and whose `feature_info` lists
-    their channels and strides; the FPN is built by the detector. Missing keys take FCOS's defaults.
-    """
-    backbone = _section(cfg, "MODEL.BACKBONE")
-    body = backbone.get("CONV_BODY", "R-50-C4")
-    if body not in FCOS_CONV_BODIES:
-        raise KeyError(f"MODEL.BACKBONE.CONV_BODY {body!r} is not supported; allowed: {sorted(FCOS_CONV_BODIES)}")
-    depth, num_stages, out_indices = FCOS_CONV_BODIES[body]
-    freeze_at = backbone.get("FREEZE_CONV_BODY_AT", 2)
-    if isinstance(freeze_at, bool) or not isinstance(freeze_at, int) or freeze_at < 0:
-        raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT must be an int >= 0 (2 = stem + layer1), "
-                         f"got {freeze_at!r}")
-    if depth == "MNV2":
-        return _fcos_mobilenet(freeze_at, out_indices)
-    if freeze_at > num_stages + 1:
-        raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT={freeze_at} exceeds the {num_stages} stages + stem "
-                         f"of {body!r}; allowed 0..{num_stages + 1}")
-    resnets = dict(_FCOS_RESNETS_DEFAULTS, **_section(cfg, "MODEL.RESNETS"))
-    group_norm = dict(_FCOS_GROUP_NORM_DEFAULTS, **_section(cfg, "MODEL.GROUP_NORM"))
-    if int(resnets["RES2_OUT_CHANNELS"]) != (64 if depth in (18, 34) else 256):
-        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={resnets['RES2_OUT_CHANNELS']} does not fit {body!r}: "
-                         f"ResNet-50/101/152 bodies have 256 (64 x expansion 4), ResNet-18/34 bodies 64 "
-                         f"(BasicBlock); set MODEL.RESNETS.RES2_OUT_CHANNELS accordingly")
-    dilation = resnets["RES5_DILATION"]
-    if dilation not in (1, 2):
-        raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {dilation!r}")
-    stage_with_dcn = _fcos_bool_list("MODEL.RESNETS.STAGE_WITH_DCN", resnets["STAGE_WITH_DCN"], 4)
-    deform_groups = resnets["DEFORMABLE_GROUPS"]
-    if isinstance(deform_groups, bool) or not isinstance(deform_groups, int) or deform_groups < 1:
-        raise ValueError(f"MODEL.RESNETS.DEFORMABLE_GROUPS must be a positive int, got {deform_groups!r}")
-    dcn = dict(type="DCNv2" if resnets["WITH_MODULATED_DCN"] else "DCN", deform_groups=deform_groups) \
-        if any(stage_with_dcn[:num_stages]) else None
-    # maskrcnn-benchmark's dilated res5 keeps stride 1 in every block, shortcut included.
-    strides = (1, 2, 2, 2 if dilation == 1 else 1)[:num_stages]
-    dilations = (1, 1, 1, dilation)[:num_stages]
-    return ResNet(depth, num_classes=None, num_stages=num_stages, out_indices=out_indices,
-                  stem_channels=int(resnets["STEM_OUT_CHANNELS"]), strides=strides, dilations=dilations,
-                  style="caffe" if resnets["STRIDE_IN_1X1"] else "pytorch",
-                  groups=int(resnets["NUM_GROUPS"]), base_width=int(resnets["WIDTH_PER_GROUP"]),
-                  norm_cfg=_fcos_norm(resnets, group_norm, float(backbone.get("FROZEN_BN_EPS", 0.0))),
-                  dcn=dcn, stage_with_dcn=stage_with_dcn[:num_stages],
-                  frozen_stages=freeze_at - 1)

@@ -6,6 +6,7 @@ the library; nothing here computes anything the library does not expose.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -68,106 +69,118 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="write a model or an FCOS detector as ONNX (weights, folded norms)")
     p.add_argument("name", help="a registered model name (see `resbone list`), or a detector's YAML config")
     p.add_argument("output", metavar="OUT", help="the .onnx file to write (atomically)")
-    p.add_argument("--checkpoint", default=None, help="weights to load first, in any dialect resbone.convert reads "
-                   "(a detector: a checkpoint written by `resbone train`)")
-    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
-                   help="default 224 224; a detector: INPUT.MAX_SIZE_TEST rounded up to the size divisibility")
+    p.add_argument("--checkpoint", default=None, help="weights to load first, in any dialect resbone.convert reads")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default 224 224 / a detector's max")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model argument, e.g. --set num_classes=None (value parsed as YAML); "
-                        "a detector: a config key, e.g. --set MODEL.FCOS.INFERENCE_TH=0.3")
+                   help="a model argument, e.g. --set num_classes=None (YAML value), or a detector's config key")
     p.add_argument("--fuse", action="store_true", help="fold BatchNorm / FrozenBN into the convs first")
-    p.add_argument("--embedding", action="store_true",
-                   help="a backbone's globally pooled last feature map out (the re-id descriptor)")
+    p.add_argument("--embedding", action="store_true", help="a backbone's pooled last map out (re-id descriptor)")
     p.set_defaults(func=_run_export)
 
 
-def _export_detector(args: argparse.Namespace):
-    from resbone.detection.detector import build_detector
-    from resbone.engine.config import load_cfg
-    from resbone.engine.predictor import load_detector
-
-    pairs = [item.split("=", 1) for item in args.set]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ValueError(f"--set takes KEY=VALUE, got {args.set!r}")
-    cfg = load_cfg(args.name, [part for pair in pairs for part in pair])
-    model = load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)
-    if args.input_size is None:
-        divisor = max(int(cfg.DATALOADER.SIZE_DIVISIBILITY), 1)
-        side = -(-int(cfg.INPUT.MAX_SIZE_TEST) // divisor) * divisor
-        args.input_size = [side, side]
-    return model
-
-
 def _run_export(args: argparse.Namespace) -> int:
-    from resbone.deploy import export_onnx, fuse_conv_norm
-    from resbone.models.registry import create_model
+    from resbone.deploy import export_input_size, export_onnx, fuse_conv_norm
+    from resbone.factory import create_model
 
-    if args.name.endswith((".yaml", ".yml")):
-        model = _export_detector(args)
+    if args.name.endswith((".yaml", ".yml")):  # an FCOS detector: config, then a `resbone train` checkpoint
+        from resbone.detection.detector import build_detector
+        from resbone.engine.config import load_cfg
+        from resbone.engine.predictor import load_detector
+        cfg = load_cfg(args.name, [part for item in args.set for part in item.split("=", 1)])
+        model = load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)
     else:
         model = create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set))
-        args.input_size = args.input_size or [224, 224]
     if args.fuse:
         model = fuse_conv_norm(model)
-    path = export_onnx(model, args.output, input_size=tuple(args.input_size), embedding=args.embedding)
-    print(f"wrote {path} ({args.name}, input 1x{getattr(model, 'in_channels', 3)}x{args.input_size[0]}x"
-          f"{args.input_size[1]}, dynamic batch)")
+    size = tuple(args.input_size or export_input_size(model))
+    path = export_onnx(model, args.output, input_size=size, embedding=args.embedding)
+    print(f"wrote {path} ({args.name}, input 1x{getattr(model, 'in_channels', 3)}x{size[0]}x{size[1]}, dynamic batch)")
     return 0
 
 
 # ---- convert (checkpoints) ------------------------------------------------------------------------
 def _add_convert(sub: argparse._SubParsersAction) -> None:
+    from resbone.convert import DIALECTS
+
     p = sub.add_parser("convert", help="convert a checkpoint between dialects",
                        description="Rename a checkpoint's weights from one ecosystem's names to another's "
                                    "(through resbone's) and write .pth/.pt/.safetensors/.pkl atomically.")
     p.add_argument("input", metavar="IN", help="checkpoint to read (.pth .pt .bin .ckpt .safetensors .pkl)")
     p.add_argument("output", metavar="OUT", help="file to write; its suffix picks the format; never IN")
-    p.add_argument("--to", dest="dst", required=True, metavar="DIALECT",
-                   help="resbone, torchvision, timm, mmdet, mmpretrain, detectron2, maskrcnn (= fcos), caffe2")
+    p.add_argument("--to", dest="dst", required=True, metavar="DIALECT", help=", ".join(DIALECTS))
     p.add_argument("--from", dest="src", default="auto", metavar="DIALECT", help="default: detect from the keys")
     p.add_argument("--arch", default=None, metavar="NAME",
-                   help="a registered model name: check that the weights load into it (strict) before writing")
+                   help="a registered model name: check that the weights load into it (strict) before writing; "
+                        "needed to read mmdet plugins, which mmdet names by type and resbone by position")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --arch: a model argument (YAML), e.g. --set num_classes=751 or --set \"plugins=[...]\"")
     p.add_argument("--eps", type=float, default=None,
                    help="caffe2 only: eps of the FrozenBN the affine BN maps to / is folded from (default 1e-5)")
     p.add_argument("--prefix", default=None,
                    help="mmdet only: prefix for a backbone's keys, e.g. 'backbone.' (default none)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert weights holding NaN / Inf (refused by default)")
     p.set_defaults(func=_run_convert)
+
+
+def _convert_options(args: argparse.Namespace, src: str, dst: str) -> dict:
+    """--eps / --prefix as dialect options; a flag neither side takes is an error, not ignored."""
+    from resbone.convert import DIALECTS
+
+    options = {}
+    for name in ("eps", "prefix"):
+        value = getattr(args, name)
+        if value is None:
+            continue
+        readers = {d.name for d in DIALECTS.values() if name in d.read_options}
+        writers = {d.name for d in DIALECTS.values() if name in d.write_options}
+        if src not in readers and dst not in writers:
+            where = f"when reading or writing {', '.join(sorted(readers | writers))}" if readers \
+                else f"to --to {', '.join(sorted(writers))}"
+            raise ValueError(f"--{name} applies {where} only, not {src!r} -> {dst!r}")
+        options[name] = value
+    return options
+
+
+def _check_arch(args: argparse.Namespace, model, state_dict: dict, src: str, options: dict) -> None:
+    """--arch: the weights must load strict into the named model, else one error with advice a user can follow."""
+    from resbone.convert import DIALECTS, load_checkpoint
+
+    read = {k: v for k, v in options.items() if k in DIALECTS[src].read_options}
+    report = load_checkpoint(model, state_dict, dialect=src, strict=False, allow_nonfinite=args.allow_nonfinite,
+                             **read)
+    if not report.ok:
+        raise ValueError(f"{args.input} does not load into --arch {args.arch} ({src}): {report.problems()}. Name the "
+                         f"model the weights were trained as (--arch NAME, `resbone list`), give its arguments with "
+                         f"--set KEY=VALUE (e.g. --set stage_blocks=[2,2,2,2]), or leave out --arch to convert "
+                         f"without the check")
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from resbone.convert import (
         DIALECTS,
+        convert_state_dict,
         detect_dialect,
-        load_checkpoint,
         load_state_dict_file,
         resolve_dialect,
         save_state_dict_file,
     )
-    from resbone.convert.detect import check_fits
 
+    if args.set and args.arch is None:
+        raise ValueError("--set builds the --arch model; give --arch NAME too")
     dst = resolve_dialect(args.dst)
-    src = "auto" if args.src == "auto" else resolve_dialect(args.src)
     state_dict = load_state_dict_file(args.input)
-    src = detect_dialect(state_dict) if src == "auto" else src
-    eps = {} if args.eps is None else {"eps": args.eps}
-    if eps and "caffe2" not in (src, dst):  # as --prefix: an option that would be ignored is an error
-        raise ValueError(f"--eps applies when reading or writing caffe2 only, not {src!r} -> {dst!r}")
-    native = DIALECTS[src].to_native(state_dict, **(eps if src == "caffe2" else {}))
-    check_fits(native, src, source=args.input)
+    model = None
     if args.arch is not None:
         from resbone.models.registry import create_model
 
-        classifier = native.get("fc.weight", native.get("classifier.1.weight"))
-        model = create_model(args.arch, num_classes=None if classifier is None else classifier.shape[0])
-        load_checkpoint(model, native, dialect="resbone", strict=True)
-    options = dict(eps if dst == "caffe2" else {})
-    if args.prefix is not None:
-        if dst != "mmdet":
-            raise ValueError(f"--prefix applies to --to mmdet only, not {dst!r}")
-        options["prefix"] = args.prefix
-    out = DIALECTS[dst].from_native(native, **options)
-    path = save_state_dict_file(out, args.output, source=args.input,
-                                pickle_key="blobs" if dst == "caffe2" else "model")
+        model = create_model(args.arch, **_parse_model_overrides(args.set))
+    src = detect_dialect(state_dict, model=model) if args.src == "auto" else resolve_dialect(args.src)
+    options = _convert_options(args, src, dst)
+    out = convert_state_dict(state_dict, src, dst, model=model, allow_nonfinite=args.allow_nonfinite, **options)
+    if model is not None:
+        _check_arch(args, model, state_dict, src, options)
+    path = save_state_dict_file(out, args.output, source=args.input, pickle_key=DIALECTS[dst].pickle_key)
     checked = f", checked against {args.arch}" if args.arch else ""
     print(f"{args.input} ({src}, {len(state_dict)} tensors) -> {path} ({dst}, {len(out)} tensors){checked}")
     return 0
@@ -203,17 +216,36 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
                    help="config overrides, e.g. SOLVER.MAX_ITER 200 MODEL.DEVICE cpu")
 
 
-def _print_eval(results: dict) -> None:
+def _add_threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="intra-op threads per process (default: $OMP_NUM_THREADS, else the cores this process "
+                        "may use divided by torchrun's local processes)")
+
+
+def _add_allow_missing_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-missing", action="store_true",
+                   help="run even when the weights leave some of the detector's tensors missing (or hold "
+                        "others); those keep their initial values and the result says 'partial weights'")
+
+
+def _partial_note(partial: str | None) -> str:
+    return f"  (partial weights: {partial})" if partial else ""
+
+
+def _print_eval(results: dict, partial: str | None = None) -> None:
     from resbone.detection.evaluation import COCO_METRICS
 
     for name, metrics in results.items():
-        print(f"{name}: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in COCO_METRICS))
+        print(f"{name}: " + "  ".join(f"{k} {metrics[k]:.3f}" for k in COCO_METRICS) + _partial_note(partial))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a detector from a config (torchrun -m resbone train ... for DDP)")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run OUTPUT_DIR holds (its checkpoints, metrics, curves) with a fresh one")
+    _add_threads_arg(p)
     p.set_defaults(func=_run_train)
 
 
@@ -224,7 +256,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     cfg = load_cfg(args.config, args.opts)
     try:
-        result = Trainer(cfg, resume=args.resume).train()
+        result = Trainer(cfg, resume=args.resume, overwrite=args.overwrite, threads=args.threads).train()
         if distributed.is_main_process() and result.get("eval"):
             _print_eval(result["eval"])
     finally:
@@ -236,6 +268,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a detector (COCO AP) on the config's DATASETS.TEST")
     _add_config_args(p)
     p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
+    _add_allow_missing_arg(p)
+    _add_threads_arg(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -246,9 +280,9 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     cfg = load_cfg(args.config, args.opts)
     try:
-        results = evaluate_weights(cfg, args.weights)
+        results = evaluate_weights(cfg, args.weights, allow_missing=args.allow_missing, threads=args.threads)
         if distributed.is_main_process():
-            _print_eval(results)
+            _print_eval(results, results.partial_weights)
     finally:
         distributed.cleanup()
     return 0
@@ -258,20 +292,39 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="draw a detector's boxes, labels and scores on images (PNG)")
     p.add_argument("config", help="the YAML config the detector was trained with")
     p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="*", help="image files (none with --grid)")
     p.add_argument("--out", required=True, help="folder for the annotated PNGs")
     p.add_argument("--score-threshold", type=float, default=0.3)
+    p.add_argument("--gt", "--show-gt", dest="show_gt", action="store_true",
+                   help="draw the ground truth beside the prediction (images of the config's data sets, or --gt-file)")
+    p.add_argument("--gt-file", default=None, metavar="ANN.json", help="a COCO json holding the images' boxes")
+    p.add_argument("--grid", type=int, default=None, metavar="N",
+                   help="instead of image files: the first N images of DATASETS.TEST[0], ground truth | prediction, "
+                        "in one OUT/grid_<set>.png")
+    p.add_argument("--grid-columns", type=int, default=2, metavar="C", help="image pairs per row of the grid")
+    _add_allow_missing_arg(p)
     p.add_argument("--opts", nargs="*", default=[], metavar="KEY VALUE", help="config overrides")
+    _add_threads_arg(p)
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     from resbone.engine.config import load_cfg
-    from resbone.engine.predictor import predict_images
+    from resbone.engine.predictor import draw_validation_grid, predict_images
 
     cfg = load_cfg(args.config, args.opts)
-    for path in predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold):
-        print(path)
+    if args.grid is not None:
+        if args.images:
+            raise ValueError(f"--grid draws DATASETS.TEST's images; drop the image files {args.images[:3]} or --grid")
+        print(draw_validation_grid(cfg, args.weights, args.out, num_images=args.grid, columns=args.grid_columns,
+                                   score_threshold=args.score_threshold, allow_missing=args.allow_missing,
+                                   threads=args.threads))
+        return 0
+    written = predict_images(cfg, args.weights, args.images, args.out, score_threshold=args.score_threshold,
+                             show_gt=args.show_gt, gt_file=args.gt_file, allow_missing=args.allow_missing,
+                             threads=args.threads)
+    for path in written:
+        print(path + _partial_note(written.partial_weights))
     return 0
 
 
@@ -281,27 +334,66 @@ _COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, _add_data, _add
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="resbone", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an expected failure too (also: RESBONE_DEBUG=1); may follow "
+                             "the command")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _COMMANDS:
         add(sub)
     return parser
 
 
+# a path that names nothing, or a folder where a file must go (or the reverse), is the user's to fix
+_USER_ERRORS = (ValueError, TypeError, KeyError, FileNotFoundError, FileExistsError, NotADirectoryError,
+                IsADirectoryError)
+
+
+def _expected_failure(error: BaseException) -> tuple[int, str] | None:
+    """(exit status, one line) for a failure the user can act on; None for a bug (its traceback shows)."""
+    from resbone.utils.files import WriteError, is_disk_error
+
+    if isinstance(error, (FloatingPointError, WriteError)):  # a diverging loss, a disk the engine named
+        return 1, str(error)
+    if isinstance(error, OSError) and (isinstance(error, _USER_ERRORS) or is_disk_error(error)):
+        # a path the user gave, or a full / read-only / forbidden disk outside the engine's OUTPUT_DIR
+        text = f"{error.strerror}: {error.filename}" if error.strerror and error.filename else str(error)
+        return (2 if isinstance(error, _USER_ERRORS) else 1), text
+    if isinstance(error, _USER_ERRORS):
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        return 2, str(message)
+    if is_disk_error(error):  # torch.save's RuntimeError for a write that failed
+        return 1, f"a write failed, the disk may be full ({str(error).strip().splitlines()[0]})"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `--debug` anywhere (`resbone train CFG --debug`): argparse only knows it before the command
+    debug = "--debug" in argv or os.environ.get("RESBONE_DEBUG", "").strip() not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    # `KEY VALUE` overrides may also follow an option (`eval CFG --weights W MODEL.DEVICE cpu`): argparse
-    # ends a positional `nargs='*'` at the first option, so the rest arrives here.
-    if extra and isinstance(getattr(args, "opts", None), list) and not any(e.startswith("-") for e in extra):
+    # `KEY VALUE` overrides may also follow an option (`eval CFG --weights W MODEL.DEVICE cpu`), and predict's
+    # image files too (`predict CFG --weights W a.png`): argparse fills a positional `nargs='*'` (empty) at
+    # the first positional it meets, so the rest arrives here.
+    plain = extra and not any(e.startswith("-") for e in extra)
+    if plain and getattr(args, "images", None) == []:
+        args.images = extra
+    elif plain and isinstance(getattr(args, "opts", None), list):
         args.opts += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, KeyError, FileNotFoundError) as error:
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"resbone {args.command}: error: {message}", file=sys.stderr)
-        return 2
+    except Exception as error:
+        failure = _expected_failure(error)
+        if failure is None or debug:
+            raise
+        status, message = failure
+        message = " ".join(line.strip() for line in message.splitlines() if line.strip())
+        hint = " (RESBONE_DEBUG=1 shows the traceback)" if status == 1 else ""
+        print(f"resbone {args.command}: error: {message}{hint}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

@@ -1,20 +1,17 @@
-"""resbone.builders: mmdetection's own backbone configs and FCOS's CONV_BODY configs build, run and mean
-what they mean there (outputs against torchvision, freezing, stride placement, norms, DCN placement);
-every bad input is a clear error."""
+"""resbone.builders: mmdetection's own backbone configs build, run and mean what they mean there (outputs
+against torchvision, freezing, stride placement, norms, DCN placement); every bad input is a clear error.
+FCOS's CONV_BODY configs are tested with their builder, in tests/detection/test_backbone.py."""
 from __future__ import annotations
 
 import copy
-from functools import partial
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
-from torchvision.ops import FrozenBatchNorm2d
-from yacs.config import CfgNode
 
-from resbone.builders import FCOS_CONV_BODIES, build_backbone, build_fcos_backbone
+from resbone.builders import build_backbone
 from resbone.layers.attention import ContextBlock, GeneralizedAttention
 from resbone.layers.conv import DeformConv2dPack, ModulatedDeformConv2dPack
 from resbone.models.mobilenetv2 import MobileNetV2
@@ -186,117 +183,6 @@ def test_bad_mmdet_configs_name_the_value_and_the_allowed_ones(cfg, error, words
     assert all(word in str(info.value) for word in words), str(info.value)
 
 
-# ---- FCOS / maskrcnn-benchmark --------------------------------------------------------------------
-def fcos_cfg(body: str = "R-50-FPN-RETINANET", **resnets) -> CfgNode:
-    """FCOS's defaults (fcos_core/config/defaults.py) for the keys the body reads."""
-    cfg = CfgNode(dict(MODEL=dict(
-        BACKBONE=dict(CONV_BODY=body, FREEZE_CONV_BODY_AT=2),
-        RESNETS=dict(NUM_GROUPS=1, WIDTH_PER_GROUP=64, STRIDE_IN_1X1=True, TRANS_FUNC="BottleneckWithFixedBatchNorm",
-                     STEM_FUNC="StemWithFixedBatchNorm", RES5_DILATION=1, BACKBONE_OUT_CHANNELS=256,
-                     RES2_OUT_CHANNELS=256, STEM_OUT_CHANNELS=64, STAGE_WITH_DCN=(False, False, False, False),
-                     WITH_MODULATED_DCN=False, DEFORMABLE_GROUPS=1),
-        GROUP_NORM=dict(DIM_PER_GP=-1, NUM_GROUPS=32, EPSILON=1e-5))))
-    cfg.MODEL.RESNETS.update(resnets)
-    return cfg
-
-
-@pytest.mark.parametrize("body,strides,channels", [
-    ("R-50-FPN-RETINANET", [8, 16, 32], [512, 1024, 2048]),
-    ("R-50-FPN", [4, 8, 16, 32], [256, 512, 1024, 2048]),
-    ("R-50-C4", [16], [1024]),
-    ("R-50-C5", [32], [2048]),
-    ("MNV2-FPN-RETINANET", [8, 16, 32], [32, 96, 320]),
-])
-def test_fcos_bodies_return_their_maps_with_strides_and_channels(body, strides, channels, rng):
-    model = build_fcos_backbone(fcos_cfg(body)).eval()
-    assert [i["stride"] for i in model.feature_info] == strides
-    assert [i["channels"] for i in model.feature_info] == channels
-    with torch.no_grad():
-        outs = model(torch.randn(1, 3, 64, 64, generator=rng))
-    assert [o.shape[1:] for o in outs] == [(c, 64 // s, 64 // s) for c, s in zip(channels, strides)]
-
-
-def test_fcos_stage_specs_give_the_block_counts():
-    for body, blocks in (("R-101-C4", [3, 4, 23]), ("R-152-FPN", [3, 8, 36, 3])):
-        model = build_fcos_backbone(fcos_cfg(body))
-        assert [len(getattr(model, f"layer{i + 1}")) for i in range(len(blocks))] == blocks
-        assert not hasattr(model, f"layer{len(blocks) + 1}")
-    fcos_names = {"R-50-C4", "R-50-C5", "R-101-C4", "R-101-C5", "R-50-FPN", "R-50-FPN-RETINANET", "R-101-FPN",
-                  "R-101-FPN-RETINANET", "R-152-FPN", "MNV2-FPN", "MNV2-FPN-RETINANET"}
-    assert fcos_names <= set(FCOS_CONV_BODIES)
-
-
-def test_fcos_freeze_conv_body_at_2_freezes_stem_and_layer1():
-    model = build_fcos_backbone(fcos_cfg()).train()
-    frozen = [model.conv1, model.bn1, model.layer1]
-    assert not any(p.requires_grad for m in frozen for p in m.parameters())
-    assert all(p.requires_grad for p in model.layer2.parameters())
-    mobile = build_fcos_backbone(fcos_cfg("MNV2-FPN-RETINANET"))  # FCOS freezes features[0:2]
-    assert not any(p.requires_grad for m in mobile.features[:2] for p in m.parameters())
-    assert all(p.requires_grad for p in mobile.features[2].parameters())
-
-
-def test_fcos_pytorch_style_frozen_bn_body_equals_torchvision_with_eps_0(rng):
-    """STRIDE_IN_1X1=False + FrozenBN(eps=0) is torchvision's resnet50 with FrozenBatchNorm2d(eps=0)."""
-    ref = torchvision.models.resnet50(norm_layer=partial(FrozenBatchNorm2d, eps=0.0)).eval()
-    randomize_norms(ref)
-    model = build_fcos_backbone(fcos_cfg(STRIDE_IN_1X1=False)).eval()
-    assert isinstance(model.bn1, FrozenBatchNorm2d) and model.bn1.eps == 0.0
-    model.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}, strict=True)
-    x = torch.randn(1, 3, 64, 64, generator=rng)
-    expected = create_feature_extractor(ref, {"layer2": "c3", "layer3": "c4", "layer4": "c5"})(x)
-    for out, name in zip(model(x), ("c3", "c4", "c5")):
-        torch.testing.assert_close(out, expected[name], atol=1e-4, rtol=1e-4)
-
-
-def test_fcos_stride_groups_gn_dcn_and_dilation_keys():
-    caffe = build_fcos_backbone(fcos_cfg())
-    assert caffe.layer3[0].conv1.stride == (2, 2) and caffe.layer3[0].conv2.stride == (1, 1)
-    x101 = build_fcos_backbone(fcos_cfg("R-50-C4", NUM_GROUPS=32, WIDTH_PER_GROUP=8))
-    assert (x101.layer1[0].conv2.groups, x101.layer1[0].conv2.out_channels, x101.layer3[0].conv2.out_channels) == \
-        (32, 256, 1024)
-    gn = build_fcos_backbone(fcos_cfg(STEM_FUNC="StemWithGN", TRANS_FUNC="BottleneckWithGN"))
-    assert isinstance(gn.bn1, nn.GroupNorm) and gn.bn1.num_groups == 32
-    cfg = fcos_cfg(STEM_FUNC="StemWithGN", TRANS_FUNC="BottleneckWithGN")
-    cfg.MODEL.GROUP_NORM.update(DIM_PER_GP=16, NUM_GROUPS=-1, EPSILON=1e-3)
-    per_dim = build_fcos_backbone(cfg)
-    assert (per_dim.layer4[0].bn3.num_groups, per_dim.layer4[0].bn3.eps) == (2048 // 16, 1e-3)
-    dcn = build_fcos_backbone(fcos_cfg(STAGE_WITH_DCN=(False, False, True, True), WITH_MODULATED_DCN=True,
-                                       DEFORMABLE_GROUPS=2))
-    assert type(dcn.layer2[0].conv2) is nn.Conv2d
-    assert all(isinstance(b.conv2, ModulatedDeformConv2dPack) and b.conv2.deform_groups == 2
-               for layer in (dcn.layer3, dcn.layer4) for b in layer)
-    dilated = build_fcos_backbone(fcos_cfg("R-50-FPN", RES5_DILATION=2))
-    assert dilated.feature_info[-1]["stride"] == 16 and dilated.layer4[1].conv2.dilation == (2, 2)
-
-
-@pytest.mark.parametrize("body,resnets,backbone,error,words", [
-    ("R-50-FPN-P5", {}, {}, KeyError, ["'R-50-FPN-P5'", "R-50-FPN-RETINANET", "MNV2-FPN-RETINANET"]),
-    ("R-50-FPN", dict(STEM_FUNC="StemWithSyncBN"), {}, KeyError, ["StemWithSyncBN", "StemWithGN"]),
-    ("R-50-FPN", dict(TRANS_FUNC="BottleneckWithGN"), {}, ValueError, ["StemWithFixedBatchNorm", "BottleneckWithGN"]),
-    ("R-50-FPN", dict(STAGE_WITH_DCN=(False, True, True)), {}, ValueError, ["STAGE_WITH_DCN", "4"]),
-    ("R-50-FPN", dict(RES2_OUT_CHANNELS=128), {}, ValueError, ["RES2_OUT_CHANNELS=128", "256"]),
-    ("R-50-FPN", dict(RES5_DILATION=4), {}, ValueError, ["RES5_DILATION", "4"]),
-    ("R-50-FPN", dict(DEFORMABLE_GROUPS=0), {}, ValueError, ["DEFORMABLE_GROUPS", "0"]),
-    ("R-50-FPN", {}, dict(FREEZE_CONV_BODY_AT=6), ValueError, ["FREEZE_CONV_BODY_AT=6", "0..5"]),
-    ("R-50-FPN", {}, dict(FREEZE_CONV_BODY_AT=-1), ValueError, ["FREEZE_CONV_BODY_AT", "-1"]),
-    ("MNV2-FPN-RETINANET", {}, dict(FREEZE_CONV_BODY_AT=3), ValueError, ["FREEZE_CONV_BODY_AT=3", "[0, 1, 2, 4"]),
-])
-def test_bad_fcos_configs_name_the_value_and_the_allowed_ones(body, resnets, backbone, error, words):
-    cfg = fcos_cfg(body, **resnets)
-    cfg.MODEL.BACKBONE.update(backbone)
-    with pytest.raises(error) as info:
-        build_fcos_backbone(cfg)
-    assert all(word in str(info.value) for word in words), str(info.value)
-
-
-def test_fcos_group_norm_needs_exactly_one_of_dim_per_gp_and_num_groups():
-    cfg = fcos_cfg(STEM_FUNC="StemWithGN", TRANS_FUNC="BottleneckWithGN")
-    cfg.MODEL.GROUP_NORM.update(DIM_PER_GP=16, NUM_GROUPS=32)
-    with pytest.raises(ValueError, match="exactly one of DIM_PER_GP"):
-        build_fcos_backbone(cfg)
-
-
 def test_pretrained_that_does_not_fit_warns_naming_the_problems(tmp_path):
     """strict=False as mmdet, but not silent: a resnet18 file given to a depth-50 config used to load a
     handful of tensors without a word. The warning names the missing and mismatched keys."""
@@ -310,3 +196,59 @@ def test_pretrained_that_does_not_fit_warns_naming_the_problems(tmp_path):
         warnings.simplefilter("error")  # a fitting file (its fc dropped for a backbone) stays quiet
         model = build_backbone(dict(type="ResNet", depth=18, pretrained=str(path)))
     assert torch.equal(model.layer4[1].conv2.weight, torch.load(path)["layer4.1.conv2.weight"])
+
+
+# ---- mmpretrain's spellings, against mmpretrain's own backbone classes --------------------------------
+MMPRETRAIN_CONFIGS = {
+    "ResNet-18": dict(type="ResNet", depth=18),
+    "ResNetV1d-50": dict(type="ResNetV1d", depth=50, out_indices=(1, 2, 3)),
+    "ResNeXt-50-32x4d": dict(type="ResNeXt", depth=50),
+    "ResNeXt-groups1": dict(type="ResNeXt", depth=50, groups=1, width_per_group=8, out_indices=(0, 3)),
+    "SEResNet-50": dict(type="SEResNet", depth=50, se_ratio=16, style="caffe"),
+    "SEResNeXt-50": dict(type="SEResNeXt", depth=50, groups=32, width_per_group=4, out_indices=(2, 3)),
+    "MobileNetV2": dict(type="MobileNetV2", widen_factor=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MMPRETRAIN_CONFIGS))
+def test_mmpretrain_configs_equal_mmpretrains_backbones(name, rng):
+    from resbone.convert import load_checkpoint
+    from tests.helpers.mmpretrain_ref import mmpretrain_backbone
+
+    cfg = dict(MMPRETRAIN_CONFIGS[name])
+    torch.manual_seed(0)
+    reference = randomize_norms(mmpretrain_backbone(cfg["type"])(**{k: v for k, v in cfg.items() if k != "type"}))
+    ours = build_backbone(dict(cfg, _scope_="mmpretrain"))
+    assert ours.out_indices == tuple(reference.out_indices) and ours.norm_eval == reference.norm_eval is False
+    report = load_checkpoint(ours, reference.state_dict(), dialect="mmpretrain")  # strict
+    assert report.ok
+    x = torch.randn(2, 3, 64, 64, generator=rng)
+    reference.eval()  # mmpretrain's train() returns None
+    with torch.no_grad():
+        got, expected = ours.eval()(x), reference(x)
+    assert len(got) == len(expected)
+    for a, b in zip(got, expected):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
+def test_mmpretrain_scope_is_read_from_the_argument_the_config_or_the_type():
+    for model in (build_backbone(dict(type="SEResNet", depth=50), scope="mmpretrain"),
+                  build_backbone(dict(type="mmpretrain.SEResNet", depth=50))):
+        assert model.out_indices == (3,) and model.layer1[0].se is not None
+    mmdet = build_backbone(dict(type="ResNet", depth=18), scope="mmdet")
+    assert mmdet.out_indices == (0, 1, 2, 3) and mmdet.norm_eval
+
+
+@pytest.mark.parametrize("cfg, kwargs, error, words", [
+    (dict(type="SEResNet", depth=50), {}, KeyError, ["'SEResNet'", "'mmdet'", "ResNeXt"]),
+    (dict(type="ResNet", depth=50, _scope_="mmseg"), {}, ValueError, ["'mmseg'", "mmpretrain"]),
+    (dict(type="ResNet", depth=50, _scope_="mmdet"), dict(scope="mmpretrain"), ValueError, ["conflicting"]),
+    (dict(type="SEResNet", depth=18), dict(scope="mmpretrain"), KeyError, ["18", "50, 101, 152"]),
+    (dict(type="ResNet", depth=50, drop_path_rate=0.1), dict(scope="mmpretrain"), ValueError, ["drop_path_rate"]),
+    (dict(type="ResNeXt", depth=50, base_width=4), dict(scope="mmpretrain"), TypeError, ["base_width",
+                                                                                       "width_per_group"]),
+])
+def test_mmpretrain_spelling_errors_name_the_value(cfg, kwargs, error, words):
+    with pytest.raises(error) as info:
+        build_backbone(cfg, **kwargs)
+    assert all(w in str(info.value) for w in words), str(info.value)

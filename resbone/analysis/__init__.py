@@ -2,9 +2,9 @@
 from resbone.analysis.summary import (
                                       ModelSummary,
                                       StageSummary,
-                                      build_model,
                                       count_macs,
                                       count_params,
+                                      create_meta_model,
                                       format_table,
                                       matching_models,
                                       model_table_markdown,
@@ -13,5 +13,5 @@ from resbone.analysis.summary import (
 )
 from resbone.analysis.trace import Field
 
-__all__ = ["Field", "ModelSummary", "StageSummary", "build_model", "count_macs", "count_params", "format_table",
+__all__ = ["Field", "ModelSummary", "StageSummary", "count_macs", "count_params", "create_meta_model", "format_table",
            "matching_models", "model_table_markdown", "receptive_field", "summarize"]

@@ -1,7 +1,9 @@
 """What every dialect shares: renaming keys without collisions, and the native key grammar.
 
-Native names are torchvision's (DESIGN.md "Native parameter names"); a native detector prefixes the
-backbone with `backbone.` and adds `fpn.*` and `head.*` (CONTRACTS.md "Detector naming").
+Native names are torchvision's (`conv1`, `layer1.0.downsample.0`, `fc`, the deep stem `stem.N`); a native
+detector prefixes the backbone with `backbone.` and adds `fpn.*` and `head.*`; a re-identification head
+that resbone does not build (torchreid's embedding, fast-reid's BNNeck and classifier) is kept under
+`reid_head.` so that it can be written back and, when loading, dropped with a report.
 """
 from __future__ import annotations
 
@@ -16,9 +18,11 @@ _STAT = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 _NATIVE_BODY = (
     rf"(conv1|bn1(\.(IN|BN))?|stem\.\d+|fc)\.{_STAT}",
     rf"layer\d+\.\d+\.(conv[123](\.conv_offset)?|bn[123](\.(IN|BN))?|downsample\.\d)\.{_STAT}",
-    r"layer\d+\.\d+\.(se|after_conv[123])\.[\w.]+",
+    r"layer\d+\.\d+\.se\.fc[12]\.(weight|bias)",
+    r"layer\d+\.\d+\.after_conv[123]\.\d+\.[\w.]+",
     rf"features\.\d+\.(\d+\.|conv\.\d+\.(\d+\.)?){_STAT}",
     r"classifier\.1\.(weight|bias)",
+    r"reid_head\.[\w.]+",
 )
 _NATIVE_DETECTOR = (
     r"fpn\.(inner_blocks|layer_blocks)\.\d+\.(weight|bias)",
@@ -114,3 +118,27 @@ def check_scalar_one(value: torch.Tensor, key: str, dialect: str) -> None:
     if not torch.all(value == 1):
         raise ValueError(f"{dialect} has no per-level Scale, but {key} = {value.flatten().tolist()} (not 1.0); "
                          "exporting would change the model's box regression")
+
+
+class ModelRequired(ValueError):
+    """A dialect that names modules by what they are, not where they sit (mmdet's plugins), needs the model
+    to read its keys; raised only once every other key is explained, so detection can count them."""
+
+
+def nonfinite_keys(state_dict: Mapping[str, torch.Tensor]) -> list[str]:
+    """Keys of floating-point tensors holding NaN or Inf, in the state dict's order."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], *, source: str = "the checkpoint",
+                 allow_nonfinite: bool = False) -> None:
+    """Refuse NaN / Inf weights (a diverged run, a corrupt file), naming the first bad tensors; a model that
+    loads them computes NaN for every input. allow_nonfinite=True lets them through."""
+    if allow_nonfinite:
+        return
+    bad = nonfinite_keys(state_dict)
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise ValueError(f"{source} holds NaN or Inf values in {len(bad)} tensor(s): {shown}; a model with these "
+                         "weights computes NaN. Pass allow_nonfinite=True (CLI: --allow-nonfinite) to load them anyway")

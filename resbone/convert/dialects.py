@@ -1,5 +1,6 @@
-"""The dialect table: each ecosystem's pair of functions (to resbone, from resbone), and
-`convert_state_dict`, which goes from any dialect to any other through the native names.
+"""The dialect table: each ecosystem's pair of renaming functions (to resbone, from resbone), the options each
+side takes, and what a checkpoint says about its model beyond its keys. `convert_state_dict` (translate.py)
+and `load_checkpoint` (load.py) only look dialects up here.
 
 Reference tests: tests/convert/test_dialects.py.
 """
@@ -10,48 +11,82 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from resbone.convert import caffe2, detectron2, maskrcnn, mmdet, timm, torchvision
+from resbone.convert import caffe2, detectron2, maskrcnn, mmdet, reid, timm, torchvision
 from resbone.convert.common import StateDict
 
-__all__ = ["DIALECTS", "Dialect", "convert_state_dict", "resolve_dialect"]
-
-
-@dataclass(frozen=True)
-class Dialect:
-    name: str
-    to_native: Callable[..., StateDict]
-    from_native: Callable[..., StateDict]
-    about: str
+__all__ = ["DIALECTS", "Dialect", "resolve_dialect"]
 
 
 def _identity(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     return dict(state_dict)
 
 
-# Order matters: when several dialects explain a state dict equally well, the first one wins.
+def _no_hints(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """One ecosystem's names. `read_options` / `write_options`: the keyword options its to_native / from_native
+    take (e.g. caffe2's eps, mmdet's model); `hints(state_dict)`: model arguments the checkpoint implies but its
+    keys cannot hold (fast-reid's ceil-mode stem pool); `pickle_key`: the key a `.pkl` file of this dialect
+    keeps its arrays under ('model' as detectron2 reads it, 'blobs' as Detectron reads Caffe2 weights)."""
+
+    name: str
+    to_native: Callable[..., StateDict]
+    from_native: Callable[..., StateDict]
+    about: str
+    read_options: frozenset[str] = frozenset()
+    write_options: frozenset[str] = frozenset()
+    hints: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_hints
+    pickle_key: str = "model"
+
+    def read(self, state_dict: Mapping[str, torch.Tensor], **options: Any) -> StateDict:
+        """to_native with the options this dialect takes (the others are for the writing side or another dialect)."""
+        return self.to_native(state_dict, **{k: v for k, v in options.items() if k in self.read_options})
+
+    def write(self, native: Mapping[str, torch.Tensor], **options: Any) -> StateDict:
+        return self.from_native(native, **{k: v for k, v in options.items() if k in self.write_options})
+
+
+_CAFFE2 = frozenset({"eps"})
+# Order matters: when several dialects read a state dict the same way, the first one is reported.
 DIALECTS: dict[str, Dialect] = {d.name: d for d in (
     Dialect("resbone", _identity, _identity, "resbone's own names (= torchvision's for backbones)"),
     Dialect("torchvision", torchvision.to_native, torchvision.from_native,
             "torchvision ResNet/ResNeXt/Wide-ResNet/MobileNetV2 and fcos_resnet50_fpn"),
     Dialect("timm", timm.to_native, timm.from_native, "timm resnet*/resnext*/seresnet*, deep stem, mobilenetv2_100"),
     Dialect("mmdet", mmdet.to_native, mmdet.from_native,
-            "mmdetection ResNet/ResNetV1c/V1d/MobileNetV2 (bare or backbone.), FPN + FCOSHead"),
+            "mmdetection ResNet/ResNetV1c/V1d/MobileNetV2 (bare or backbone.), GN, plugins, FPN + FCOSHead",
+            read_options=frozenset({"model"}), write_options=frozenset({"prefix", "conv_bias", "model"})),
     Dialect("mmpretrain", mmdet.mmpretrain_to_native, mmdet.mmpretrain_from_native,
-            "mmpretrain (mmcls) ResNet/ResNetV1c/V1d/SEResNet/MobileNetV2 classifiers"),
+            "mmpretrain (mmcls) ResNet/ResNetV1c/V1d/SEResNet/MobileNetV2 classifiers",
+            write_options=frozenset({"strides"})),
     Dialect("detectron2", detectron2.to_native, detectron2.from_native,
             "detectron2 ResNet (res2..res5, stem.conv1), FPN, AdelaiDet FCOS head"),
     Dialect("maskrcnn", maskrcnn.to_native, maskrcnn.from_native,
-            "maskrcnn-benchmark / FCOS (backbone.body, backbone.fpn, rpn.head)"),
-    Dialect("caffe2", caffe2.to_native, caffe2.from_native, "Caffe2 / Detectron MSRA pickles (res2_0_branch2a_w)"),
+            "maskrcnn-benchmark / FCOS (backbone.body, backbone.fpn, rpn.head)",
+            write_options=frozenset({"num_batches_tracked"})),
+    Dialect("caffe2", caffe2.to_native, caffe2.from_native, "Caffe2 / Detectron MSRA pickles (res2_0_branch2a_w)",
+            read_options=_CAFFE2, write_options=_CAFFE2, pickle_key="blobs"),
+    Dialect("pretrainedmodels", reid.senet_to_native, reid.senet_from_native,
+            "Cadene's pretrainedmodels SENet (layer0., se_module., last_linear), timm legacy_seresnet*"),
+    Dialect("torchreid", reid.torchreid_to_native, reid.torchreid_from_native,
+            "torchreid resnet*/se_resnet*/resnet50_ibn_a (classifier., fc512 embeddings)"),
+    Dialect("fastreid", reid.fastreid_to_native, reid.fastreid_from_native,
+            "fast-reid ResNet (IBN, Linear SE `se.fc.0/2`; whole model: backbone. + heads.) and IBN-Net's own files",
+            hints=reid.fastreid_hints),
 )}
 _ALIASES = {"native": "resbone", "tv": "torchvision", "mmdetection": "mmdet", "mmcls": "mmpretrain",
             "mmclassification": "mmpretrain", "d2": "detectron2", "fcos": "maskrcnn",
             "maskrcnn-benchmark": "maskrcnn", "maskrcnn_benchmark": "maskrcnn", "c2": "caffe2",
-            "detectron": "caffe2"}
+            "detectron": "caffe2", "fast-reid": "fastreid", "fast_reid": "fastreid", "ibn-net": "fastreid",
+            "ibnnet": "fastreid", "cadene": "pretrainedmodels", "senet": "pretrainedmodels",
+            "deep-person-reid": "torchreid"}
 
 
 def resolve_dialect(name: Any) -> str:
-    """The canonical dialect name for `name` (accepts aliases such as 'fcos', 'd2', 'mmcls')."""
+    """The canonical dialect name for `name` (accepts aliases such as 'fcos', 'd2', 'mmcls', 'fast-reid')."""
     if not isinstance(name, str):
         raise TypeError(f"a dialect is a string such as 'detectron2', got {type(name).__name__} {name!r}")
     key = name.strip().lower()
@@ -62,36 +97,12 @@ def resolve_dialect(name: Any) -> str:
     return key
 
 
-def convert_state_dict(state_dict: Mapping[str, torch.Tensor], src: str = "auto", dst: str = "resbone",
-                       **options: Any) -> StateDict:
-    """Rename `state_dict` from dialect `src` ('auto': detect it) to dialect `dst`, through resbone's names.
-
-    Options go to the dialect that takes them: eps (caffe2), prefix / conv_bias (mmdet), strides
-    (mmpretrain), num_batches_tracked (maskrcnn). Tensors are shared, not copied, unless a value must
-    change (caffe2 BN folding, mmdet's 0-d scales)."""
-    from resbone.convert.detect import check_fits, detect_dialect
-    from resbone.convert.io import unwrap_state_dict
-
-    state_dict = unwrap_state_dict(state_dict)
-    src = detect_dialect(state_dict) if src == "auto" else resolve_dialect(src)
-    dst = resolve_dialect(dst)
-    to_opts, from_opts = _split_options(src, dst, options)
-    native = DIALECTS[src].to_native(state_dict, **to_opts)
-    check_fits(native, src)
-    return DIALECTS[dst].from_native(native, **from_opts)
-
-
-_OPTIONS = {"caffe2": {"eps"}, "mmdet": {"prefix", "conv_bias"}, "mmpretrain": {"strides"},
-            "maskrcnn": {"num_batches_tracked"}}
-_TO_NATIVE_OPTIONS = {"caffe2": {"eps"}}
-
-
-def _split_options(src: str, dst: str, options: Mapping[str, Any]) -> tuple[dict, dict]:
-    to_opts = {k: v for k, v in options.items() if k in _TO_NATIVE_OPTIONS.get(src, ())}
-    from_opts = {k: v for k, v in options.items() if k in _OPTIONS.get(dst, ())}
-    unused = sorted(set(options) - set(to_opts) - set(from_opts))
+def check_options(options: Mapping[str, Any], *dialects: str) -> None:
+    """Refuse options that none of `dialects` takes (a silently ignored option is a wrong result)."""
+    taken = set().union(*(DIALECTS[d].read_options | DIALECTS[d].write_options for d in dialects))
+    unused = sorted(set(options) - taken - {"model"})
     if unused:
-        allowed = {f"{d}: {', '.join(sorted(o))}" for d, o in _OPTIONS.items()}
-        raise TypeError(f"option(s) {unused} do not apply to {src} -> {dst}; options by dialect: "
-                        f"{'; '.join(sorted(allowed))}")
-    return to_opts, from_opts
+        allowed = sorted(f"{d.name}: {', '.join(sorted(d.read_options | d.write_options))}"
+                         for d in DIALECTS.values() if d.read_options | d.write_options)
+        raise TypeError(f"option(s) {unused} do not apply to {' -> '.join(dialects)}; options by dialect: "
+                        f"{'; '.join(allowed)}")

@@ -15,6 +15,10 @@ ResLayer only adds the AvgPool when stride != 1, so an avg_down shortcut at a st
 `downsample.0/1` (conv, norm) where mmdet/timm/resbone have `downsample.1/2`; SE is
 `se_layer.conv1.conv` / `se_layer.conv2.conv`; classifiers are `backbone.*` + `head.fc`.
 MobileNetV2 (both): `conv1.conv/bn`, `layer{s}.{b}.conv.{j}.conv/bn`, `conv2.conv/bn`.
+mmdet's plugins (mmcv ContextBlock, GeneralizedAttention, NonLocal2d) are named after their type in each block
+(`layer2.0.context_block`, `gen_attention_block`, `nonlocal_block`), resbone's after their position
+(`layer2.0.after_conv3.0`): reading needs the model's plugin list (`model=`); writing reads the type from the model
+or, without one, from the plugin's own parameter names.
 
 Anchors: mmdet `models/backbones/resnet.py`, `models/layers/res_layer.py`, `necks/fpn.py`,
 `dense_heads/fcos_head.py`; mmpretrain `models/backbones/{resnet,seresnet,mobilenet_v2}.py`.
@@ -26,10 +30,12 @@ import re
 from typing import Mapping, Sequence
 
 import torch
+from torch import nn
 
 from resbone.convert.common import (
     MBV2_BLOCK,
     MBV2_FEATURE,
+    ModelRequired,
     StateDict,
     add_prefix,
     count_levels,
@@ -38,6 +44,8 @@ from resbone.convert.common import (
     split_native,
     strip_prefix,
 )
+from resbone.layers.attention import ContextBlock, GeneralizedAttention, NonLocal2d
+from resbone.models.resnet import PLUGIN_POSITIONS
 
 __all__ = ["from_native", "mmpretrain_from_native", "mmpretrain_to_native", "to_native"]
 
@@ -67,6 +75,80 @@ def _body_from_native(body: Mapping[str, torch.Tensor]) -> StateDict:
     def key(k: str) -> str:
         m = _NORM.match(k)
         return norms[m.group(0)] + k[m.end():] if m and m.group(0) in norms else k
+
+    return rename(body, key, dialect="mmdet")
+
+
+# ---- plugins: mmcv names them by type, resbone by position ---------------------------------------------------
+_ABBREVIATION = {ContextBlock: "context_block", GeneralizedAttention: "gen_attention_block",
+                 NonLocal2d: "nonlocal_block"}  # mmcv's `_abbr_` of each plugin class
+_MM_PLUGIN = re.compile(r"^(layer\d+\.\d+)\.((?:context_block|gen_attention_block|nonlocal_block)\w*)\.(.+)$")
+_NATIVE_PLUGIN = re.compile(r"^(layer\d+\.\d+)\.(after_conv[123]\.\d+)\.(.+)$")
+# Without a model, a native plugin's type shows in its parameter names (mmcv's, kept by resbone.layers.attention).
+_TYPE_BY_PARAMETER = (("conv_mask.", "context_block"), ("channel_add_conv.", "context_block"),
+                      ("channel_mul_conv.", "context_block"), ("theta.", "nonlocal_block"), ("g.", "nonlocal_block"),
+                      ("query_conv.", "gen_attention_block"), ("key_conv.", "gen_attention_block"),
+                      ("appr_bias", "gen_attention_block"), ("gamma", "gen_attention_block"))
+
+
+def plugin_names(model: nn.Module) -> dict[str, str]:
+    """`layerN.M.after_convK.I` -> `layerN.M.<mmcv name>` for every plugin of `model`, in mmdet's order (the
+    block's after_conv1, after_conv2, after_conv3 plugin lists). Two plugins of one type in a block need mmdet's
+    `postfix`, which resbone does not record: an error."""
+    names: dict[str, str] = {}
+    for path, block in model.named_modules():
+        chains = [(p, getattr(block, p, None)) for p in PLUGIN_POSITIONS]
+        where = re.search(r"layer\d+\.\d+$", path)
+        if where is None or not any(isinstance(chain, nn.Sequential) for _, chain in chains):
+            continue
+        taken: dict[str, str] = {}
+        for position, chain in chains:
+            for index, plugin in enumerate(chain or ()):
+                abbreviation = _ABBREVIATION.get(type(plugin))
+                if abbreviation is None:
+                    raise ValueError(f"mmdet has no name for plugin {type(plugin).__name__} at {path}.{position}")
+                if abbreviation in taken:
+                    raise ValueError(f"block {path} has two {type(plugin).__name__} plugins ({taken[abbreviation]}, "
+                                     f"{position}.{index}); mmdet tells them apart by a postfix resbone does not keep")
+                taken[abbreviation] = f"{position}.{index}"
+                names[f"{where.group(0)}.{position}.{index}"] = f"{where.group(0)}.{abbreviation}"
+    return names
+
+
+def _plugins_to_native(body: Mapping[str, torch.Tensor], model: nn.Module | None) -> StateDict:
+    found = sorted({f"{m.group(1)}.{m.group(2)}" for k in body if (m := _MM_PLUGIN.match(k))})
+    if not found:
+        return dict(body)
+    if model is None:
+        raise ModelRequired(f"mmdet names plugins by type ({found[0]!r}, {len(found)} in all) and resbone by position: "
+                            "reading them needs the model (load_checkpoint(model, ...) passes it; convert_state_dict("
+                            "..., model=model); resbone convert --arch NAME --set plugins=[...])")
+    native = {mm: position for position, mm in plugin_names(model).items()}
+
+    def key(k: str) -> str:
+        m = _MM_PLUGIN.match(k)
+        module = f"{m.group(1)}.{m.group(2)}" if m else None
+        return f"{native[module]}.{m.group(3)}" if module in native else k
+
+    return rename(body, key, dialect="mmdet")
+
+
+def _plugins_from_native(body: Mapping[str, torch.Tensor], model: nn.Module | None) -> StateDict:
+    if not any(_NATIVE_PLUGIN.match(k) for k in body):
+        return dict(body)
+    names = plugin_names(model) if model is not None else {}
+
+    def key(k: str) -> str:
+        m = _NATIVE_PLUGIN.match(k)
+        if m is None:
+            return k
+        module = f"{m.group(1)}.{m.group(2)}"
+        if module not in names:
+            kind = next((name for prefix, name in _TYPE_BY_PARAMETER if m.group(3).startswith(prefix)), None)
+            if kind is None:
+                raise ValueError(f"mmdet: cannot tell the plugin type of {k!r}; pass model= to name it")
+            names[module] = f"{m.group(1)}.{kind}"
+        return f"{names[module]}.{m.group(3)}"
 
     return rename(body, key, dialect="mmdet")
 
@@ -186,8 +268,9 @@ def _is_mm_detector(state_dict: Mapping[str, torch.Tensor]) -> bool:
 
 
 # ---- mmdet ---------------------------------------------------------------------------------------------
-def to_native(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """mmdet -> resbone (bare backbone, `backbone.`-prefixed backbone, or an FPN + FCOSHead detector)."""
+def to_native(state_dict: Mapping[str, torch.Tensor], *, model: nn.Module | None = None) -> StateDict:
+    """mmdet -> resbone (bare backbone, `backbone.`-prefixed backbone, or an FPN + FCOSHead detector).
+    `model`: the resbone model the weights are for; needed when the checkpoint has plugins."""
     detector = _is_mm_detector(state_dict)
     if detector:
         body = strip_prefix(state_dict, "backbone.")
@@ -197,16 +280,18 @@ def to_native(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     else:
         body, rest = dict(state_dict), {}
     body = rename(body, _mbv2_to_native if _is_mm_mbv2(body) else _gn_to_native, dialect="mmdet")
+    body = _plugins_to_native(body, model)
     if not detector:
         return body
     return {**add_prefix(body, "backbone."), **_detector_to_native(rest)}
 
 
 def from_native(state_dict: Mapping[str, torch.Tensor], *, prefix: str = "",
-                conv_bias: str | bool = "auto") -> StateDict:
+                conv_bias: str | bool = "auto", model: nn.Module | None = None) -> StateDict:
     """resbone -> mmdet. A backbone gets `prefix` ('' as open-mmlab's backbone weights, or 'backbone.');
     a native detector always becomes `backbone.` + `neck.` + `bbox_head.`. `conv_bias`: what to do with the
-    head towers' conv biases ('auto': drop when all zero, as mmdet's default FCOSHead has none)."""
+    head towers' conv biases ('auto': drop when all zero, as mmdet's default FCOSHead has none). `model`: names the
+    plugins (without it, their type is read from their parameter names)."""
     if conv_bias not in ("auto", True, False):
         raise ValueError(f"conv_bias must be 'auto', True or False, got {conv_bias!r}")
     if not isinstance(prefix, str):
@@ -218,7 +303,7 @@ def from_native(state_dict: Mapping[str, torch.Tensor], *, prefix: str = "",
     if "features.0.0.weight" in body:
         body = rename(body, lambda k: _mbv2_from_native(k, norm), dialect="mmdet")
     else:
-        body = _body_from_native(body)
+        body = _plugins_from_native(_body_from_native(body), model)
     if not detector:
         return add_prefix(body, prefix)
     return {**add_prefix(body, "backbone."), **_detector_from_native(rest, conv_bias=conv_bias)}

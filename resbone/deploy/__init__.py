@@ -2,7 +2,7 @@
 from resbone.deploy.detector_onnx import OnnxDetector, decode_detections
 from resbone.deploy.fuse import fuse_conv_norm
 from resbone.deploy.inference import compile_model, prepare_for_inference
-from resbone.deploy.onnx import export_onnx
+from resbone.deploy.onnx import export_input_size, export_onnx
 
-__all__ = ["OnnxDetector", "compile_model", "decode_detections", "export_onnx", "fuse_conv_norm",
-           "prepare_for_inference"]
+__all__ = ["OnnxDetector", "compile_model", "decode_detections", "export_input_size", "export_onnx",
+           "fuse_conv_norm", "prepare_for_inference"]

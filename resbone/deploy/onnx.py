@@ -22,7 +22,7 @@ from resbone.deploy.detector_onnx import DetectorGraph
 from resbone.deploy.inference import is_detector
 from resbone.utils.files import atomic_path
 
-__all__ = ["export_onnx"]
+__all__ = ["export_input_size", "export_onnx"]
 
 
 class GlobalEmbedding(nn.Module):
@@ -38,15 +38,27 @@ class GlobalEmbedding(nn.Module):
         return last.mean(dim=(2, 3)) if last.dim() == 4 else last
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: Sequence[int] = (224, 224),
+def export_input_size(model: nn.Module) -> tuple[int, int]:
+    """The default (H, W): 224 x 224, or for a detector a square that holds any test image once resized
+    (INPUT.MAX_SIZE_TEST padded up to the size divisibility)."""
+    if not is_detector(model):
+        return (224, 224)
+    divisor = max(int(getattr(model.transform, "size_divisibility", 0) or 1), 1)
+    side = -(-int(model.transform.max_size_test) // divisor) * divisor
+    return (side, side)
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, input_size: Sequence[int] | None = None,
                 in_channels: int | None = None, opset: int = 17, dynamic_batch: bool = True,
                 embedding: bool = False) -> Path:
     """Write `model` (eval mode) to `path` as ONNX, atomically; return the path.
 
-    A detector is exported for images padded to `input_size` (H, W; multiples of its size divisibility);
-    `embedding=True` exports a backbone's pooled last feature map instead of its maps."""
+    `input_size` (H, W) defaults to export_input_size(model). A detector is exported for images padded to
+    it (multiples of its size divisibility); `embedding=True` exports a backbone's pooled last feature map
+    instead of its maps."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"export_onnx expects an nn.Module, got {type(model).__name__}")
+    input_size = export_input_size(model) if input_size is None else input_size
     if len(input_size) != 2 or any(not isinstance(s, int) or s < 32 for s in input_size):
         raise ValueError(f"input_size must be (H, W) with both >= 32, got {tuple(input_size)!r}")
     path = Path(path)

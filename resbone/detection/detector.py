@@ -3,19 +3,19 @@
 Anchors: FCOS's `GeneralizedRCNN` + `FCOSModule` (what `tools/train_net.py` builds from a config) and
 torchvision's `models/detection/fcos.py` `FCOS.forward` (list of RGB 0..1 images in; dict of losses
 in training, list of dicts of boxes / scores / labels in input pixels in evaluation).
-Names and calling convention: CONTRACTS "Detector naming" and "Detector calling convention".
 Reference test: tests/detection/test_torchvision_equality.py (torchvision fcos_resnet50_fpn converted
 into this model gives the same head outputs and detections).
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from resbone.builders import build_fcos_backbone
-from resbone.detection.defaults import add_fcos_config
+from resbone.detection.backbone import build_fcos_backbone
+from resbone.detection.defaults import require_keys
 from resbone.detection.fcos import (
     IOU_LOSS_TYPES,
     FCOSHead,
@@ -26,6 +26,7 @@ from resbone.detection.fcos import (
 )
 from resbone.detection.fpn import FPN
 from resbone.detection.transform import DetectionTransform
+from resbone.layers.norm import is_batch_norm
 
 __all__ = ["FCOS", "build_detector"]
 
@@ -106,6 +107,8 @@ class FCOS(nn.Module):
         self._check_inputs(images, targets)
         original_sizes = [(int(im.shape[-2]), int(im.shape[-1])) for im in images]
         batch, image_sizes, targets = self.transform(images, targets if self.training else None)
+        if batch.shape[0] == 1:
+            self._check_single_image(batch, original_sizes[0])
         # Losses and decoding in float32 also under autocast (exp / IoU / box coordinates overflow fp16).
         logits, regression, centerness = ([o.float() for o in outputs] for outputs in self.forward_head(batch))
         locations = self.locations(logits)
@@ -130,6 +133,25 @@ class FCOS(nn.Module):
         return fcos_losses(flat(logits, self.num_classes), flat(regression, 4), flat(centerness, 1).squeeze(1),
                            torch.cat(labels), torch.cat(reg_targets), iou_loss_type=self.iou_loss_type,
                            alpha=self.loss_alpha, gamma=self.loss_gamma, reg_weighting=self.reg_loss_weighting)
+
+    def _check_single_image(self, batch: torch.Tensor, original_size: tuple[int, int]) -> None:
+        """BatchNorm in training, and GroupNorm with one channel per group always, need more than one value per
+        channel; one image whose deepest map is 1x1 gives them one, and torch's own error ('Expected more than
+        1 value per channel') names neither the image size nor the way out."""
+        height, width = int(batch.shape[-2]), int(batch.shape[-1])
+        backbone_stride = max(int(info["stride"]) for info in self.backbone.feature_info)
+        for part, stride in ((self.backbone, backbone_stride), (self.head, max(self.strides))):
+            if math.ceil(height / stride) * math.ceil(width / stride) > 1:
+                continue
+            norm = next((m for m in part.modules() if _needs_two_values_per_channel(m)), None)
+            if norm is not None:
+                raise ValueError(
+                    f"FCOS on one image of {original_size[0]}x{original_size[1]} (resized and padded to "
+                    f"{height}x{width}) gives a 1x1 map at stride {stride}, where the {type(norm).__name__} "
+                    f"layers of its {'backbone' if part is self.backbone else 'head'} have one value per channel: "
+                    f"the minimum is {stride + 1} px on at least one side after resizing (INPUT.MIN_SIZE_*, "
+                    f"MAX_SIZE_*), or 2 images per batch, or frozen norms (FrozenBN, norm_eval=True) or "
+                    f"GroupNorm with 2+ channels per group")
 
     def _check_inputs(self, images, targets) -> None:
         if not isinstance(images, (list, tuple)) or not images:
@@ -166,6 +188,11 @@ class FCOS(nn.Module):
                                  f"{boxes[bad][0].tolist()} (boxes are x1, y1, x2, y2 with x2 > x1, y2 > y1)")
 
 
+def _needs_two_values_per_channel(module: nn.Module) -> bool:
+    return (is_batch_norm(module) and module.training) or (
+        isinstance(module, nn.GroupNorm) and module.num_groups == module.num_channels)
+
+
 def _min_size_train(inp) -> tuple[int, ...]:
     """FCOS's build_transforms: MIN_SIZE_RANGE_TRAIN (lo, hi) other than (-1, -1) means every shorter
     side lo..hi inclusive, and overrides MIN_SIZE_TRAIN."""
@@ -180,10 +207,12 @@ def _min_size_train(inp) -> tuple[int, ...]:
 
 
 def build_detector(cfg, backbone: Optional[nn.Module] = None) -> FCOS:
-    """FCOS from a yacs config with FCOS's keys (missing ones take the defaults of
-    resbone.detection.defaults). `backbone` overrides MODEL.BACKBONE.CONV_BODY (any resbone backbone
+    """FCOS from a config holding every key of resbone.detection.defaults (`detector_cfg()` or the engine's
+    `get_cfg()`, with your values). `backbone` overrides MODEL.BACKBONE.CONV_BODY (any resbone backbone
     with num_classes=None whose feature_info has strides 8, 16 and 32)."""
-    cfg = add_fcos_config(cfg.clone())
+    require_keys(cfg, "MODEL.FCOS", "MODEL.FPN", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "MODEL.RETINANET.USE_C5",
+                 "INPUT", "DATALOADER.SIZE_DIVISIBILITY", "TEST.DETECTIONS_PER_IMG", "TEST.BBOX_AUG.ENABLED",
+                 reader="build_detector")
     fcos, inp = cfg.MODEL.FCOS, cfg.INPUT
     if cfg.MODEL.FPN.USE_GN or cfg.MODEL.FPN.USE_RELU:
         raise ValueError("MODEL.FPN.USE_GN / USE_RELU are not supported by resbone's FPN (FCOS's configs "

@@ -4,7 +4,7 @@ Anchors: FCOS's `fcos_core/modeling/backbone/fpn.py` (FPN + LastLevelP6P7, kaimi
 init) and torchvision's `ops/feature_pyramid_network.py` (nearest upsampling to the lateral's size,
 which equals FCOS's scale_factor=2 whenever the input is padded to a multiple of 32).
 Parameter names are FCOS's with `fpn_inner{2,3,4}` -> `inner_blocks.{0,1,2}`, `fpn_layer{2,3,4}` ->
-`layer_blocks.{0,1,2}`, `top_blocks.p6/p7` -> `p6/p7` (see CONTRACTS "Detector naming").
+`layer_blocks.{0,1,2}`, `top_blocks.p6/p7` -> `p6/p7` (mapped by resbone.convert.maskrcnn).
 Reference tests: tests/detection/test_fpn.py (against torchvision's FeaturePyramidNetwork).
 """
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Atomic training checkpoints, resuming, and loading MODEL.WEIGHT / --weights files safely.
 
 Anchor: FCOS/maskrcnn-benchmark `utils/checkpoint.py` (`model_NNNNNNN.pth`, `model_final.pth` and a
-`last_checkpoint` file naming the newest) with two changes: every file is written to a temporary name
-and moved in place with os.replace (an interrupted save never leaves a truncated checkpoint), and
-files are read with torch.load(weights_only=True) (no code runs from a checkpoint). Weights for a
-model (MODEL.WEIGHT, --weights) go through resbone.convert, which reads every dialect. Proven by
-tests/engine/test_trainer.py (resume) and tests/engine/test_cli.py (eval / predict from weights).
+`last_checkpoint` file naming the newest) with two changes: every file is written through
+resbone.utils.files.atomic_write (an interrupted save never leaves a truncated checkpoint or a temporary
+file), and files are read with torch.load(weights_only=True) (no code runs from a checkpoint). Weights
+for a model (MODEL.WEIGHT, --weights) go through resbone.convert, which reads every dialect. Proven by
+tests/engine/test_trainer.py (resume) and tests/cli/test_engine_cli.py (eval / predict from weights).
 """
 from __future__ import annotations
 
@@ -17,27 +17,21 @@ import torch
 from torch import nn
 
 from resbone import convert as resbone_convert
+from resbone.utils.files import atomic_write
 
-__all__ = ["save_checkpoint", "last_checkpoint", "load_checkpoint", "load_weights"]
+__all__ = ["save_checkpoint", "last_checkpoint", "load_training_state", "load_weights"]
 
 logger = logging.getLogger("resbone")
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def save_checkpoint(output_dir: str, name: str, state: dict[str, Any]) -> str:
     """Write OUTPUT_DIR/name atomically and record it in OUTPUT_DIR/last_checkpoint; returns the path."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, name)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    _atomic_write_text(os.path.join(output_dir, "last_checkpoint"), name)
+    with atomic_write(path) as handle:
+        torch.save(state, handle)
+    with atomic_write(os.path.join(output_dir, "last_checkpoint"), "w") as handle:
+        handle.write(name)
     return path
 
 
@@ -51,7 +45,8 @@ def last_checkpoint(output_dir: str) -> str | None:
     return path if os.path.isfile(path) else None
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
+def load_training_state(path: str) -> dict[str, Any]:
+    """A training checkpoint written by save_checkpoint (model, optimizer, scheduler, iteration, ...)."""
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path} does not exist")
     try:

@@ -22,13 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from resbone.layers.helpers import make_divisible
+
 __all__ = ["SqueezeExcitation", "ContextBlock", "NonLocal2d", "GeneralizedAttention", "build_plugin",
-           "make_divisible", "PLUGIN_TYPES"]
-
-
-def make_divisible(value: float, divisor: int = 8) -> int:
-    """timm's make_divisible(v, divisor, round_limit=0.): nearest multiple of `divisor`, at least `divisor`."""
-    return max(divisor, int(value + divisor / 2) // divisor * divisor)
+           "PLUGIN_TYPES"]
 
 
 class SqueezeExcitation(nn.Module):
@@ -59,7 +56,7 @@ class SqueezeExcitation(nn.Module):
             raise ValueError(f"SE divisor must be a positive int, got {divisor!r}")
         bias = (form == "conv") if bias is None else bias
         self.form = form
-        self.rd_channels = make_divisible(channels * ratio, divisor)
+        self.rd_channels = make_divisible(channels * ratio, divisor, round_limit=0.0)  # timm's SEModule
         if form == "conv":
             self.fc1 = nn.Conv2d(channels, self.rd_channels, 1, bias=bias)
             self.fc2 = nn.Conv2d(self.rd_channels, channels, 1, bias=bias)

@@ -1,18 +1,19 @@
-"""The model registry: a decorator and a dict, as timm's.
+"""The model registry: a decorator and a dict, as timm's `_registry.py`.
 
-`create_model(name, **overrides)` builds a registered model; `list_models('resnet5*')` lists names
-with shell wildcards. Reference tests: tests/models/test_registry.py.
+`register_model` records a variant function under its name; `list_models('resnet5*')` lists names with
+shell wildcards; `create_model(name, **overrides)` builds one (`features_only=True` for timm's feature
+extractor mode). Loading a checkpoint sits a layer up, in resbone.factory (as timm's `_factory.py` sits above
+its models): `resbone.create_model(name, checkpoint=PATH)`. Reference tests: tests/models/test_registry.py.
 """
 from __future__ import annotations
 
 import difflib
 import fnmatch
-import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
-__all__ = ["create_model", "is_model", "list_models", "register_model"]
+__all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -37,9 +38,8 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(name: str, *, checkpoint: str | os.PathLike | None = None, **overrides: Any) -> nn.Module:
-    """Build the registered model `name` with keyword `overrides`; load `checkpoint` (any dialect
-    `resbone.convert` knows) when given."""
+def model_entrypoint(name: str) -> Callable[..., nn.Module]:
+    """The function registered as `name`; a KeyError suggesting close names when there is none."""
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__} {name!r}")
     if name not in _MODELS:
@@ -47,10 +47,26 @@ def create_model(name: str, *, checkpoint: str | os.PathLike | None = None, **ov
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown model {name!r}{hint} ({len(_MODELS)} models are registered: "
                        f"`resbone list` or resbone.list_models() shows them)")
-    model = _MODELS[name](**overrides)
-    if checkpoint is not None:
-        # Imported here because the loader sits above the models (it knows every dialect's names).
-        from resbone.convert import load_checkpoint
+    return _MODELS[name]
 
-        load_checkpoint(model, checkpoint)
+
+def create_model(name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None,
+                 **overrides: Any) -> nn.Module:
+    """Build the registered model `name` with keyword `overrides`.
+
+    features_only=True (timm's): a backbone (num_classes=None) whose forward returns a list with the map of
+    each `out_indices` stage (the model's default when None) and whose feature_info describes them."""
+    entrypoint = model_entrypoint(name)
+    if "checkpoint" in overrides:
+        raise TypeError("resbone.models.registry.create_model builds only; resbone.create_model(name, "
+                        "checkpoint=PATH) also loads weights")
+    if out_indices is not None:
+        overrides["out_indices"] = out_indices
+    if not features_only:
+        return entrypoint(**overrides)
+    if overrides.get("num_classes"):
+        raise ValueError(f"features_only=True builds a backbone without a classifier; num_classes="
+                         f"{overrides['num_classes']!r} contradicts it (leave it out)")
+    model = entrypoint(**dict(overrides, num_classes=None))
+    model.features_only = True
     return model

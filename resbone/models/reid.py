@@ -5,11 +5,16 @@ with bias, make_divisible(c/16, 8) channels), Cadene's / timm's legacy `senet.py
 stride in the first 1x1, SE reduction 16, a ceil-mode 3x3 max-pool without padding in the stem;
 se_resnext50_32x4d: stride in the 3x3), IBN-Net's `resnet_ibn_a.py` (bn1 of every block of layer1-3 is
 IBN: half InstanceNorm, half BatchNorm) and fast-reid / reid-strong-baseline (Linear SE without bias;
-`last_stride=1` keeps layer4 at 1/16: a 256x128 person crop gives a 16x8 map). Every variant accepts
-ResNet's and torchvision's keywords, e.g. `create_model("se_resnet50_ibn_a", last_stride=1, num_classes=None)`.
+`last_stride=1` keeps layer4 at 1/16: a 256x128 person crop gives a 16x8 map). fast-reid's ResNet pools its
+stem like Caffe's SENet (ceil mode, no padding): its SE-ResNet is registered as `se_resnet50_fastreid`; for its
+IBN models pass `stem_pool='ceil'` (`create_model("resnet50_ibn_a", stem_pool="ceil")`), which
+load_checkpoint reminds of, with a warning, when it reads a whole fast-reid model into a padded-pool network.
+Every variant accepts ResNet's and torchvision's keywords, e.g.
+`create_model("se_resnet50_ibn_a", last_stride=1, num_classes=None)`.
 
-Reference test: tests/models/test_reid.py (timm seresnet50, seresnext50_32x4d, legacy_seresnet50,
-legacy_seresnext50_32x4d with weights copied: equal logits; IBN halves by hand; last_stride map size).
+Reference tests: tests/models/test_reid.py (timm seresnet50, seresnext50_32x4d, legacy_seresnet50,
+legacy_seresnext50_32x4d with weights copied: equal logits; IBN halves by hand; last_stride map size),
+tests/convert/test_reid_dialects.py (fast-reid's, torchreid's and Cadene's own models: equal outputs).
 """
 from __future__ import annotations
 
@@ -97,3 +102,14 @@ def se_resnet50_ibn_a(**kwargs: Any) -> ResNet:
 @register_model
 def se_resnet101_ibn_a(**kwargs: Any) -> ResNet:
     return build_resnet(101, dict(_REID_SE, ibn="a"), kwargs)
+
+
+@register_model
+def se_resnet50_fastreid(**kwargs: Any) -> ResNet:
+    """fast-reid's SE-ResNet-50 (WITH_SE, no IBN): Linear SE in every block, ceil-mode stem pool."""
+    return build_resnet(50, dict(_REID_SE, stem_pool="ceil"), kwargs)
+
+
+@register_model
+def se_resnet101_fastreid(**kwargs: Any) -> ResNet:
+    return build_resnet(101, dict(_REID_SE, stem_pool="ceil"), kwargs)

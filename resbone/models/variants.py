@@ -152,3 +152,10 @@ def resnet101d(**kwargs: Any) -> ResNet:
 @register_model
 def resnet152d(**kwargs: Any) -> ResNet:
     return build_resnet(152, _RESNET_D, kwargs)
+
+
+@register_model
+def resnet50_ibn_b(**kwargs: Any) -> ResNet:
+    """IBN-Net's IBN-b (Pan et al. 2018; torchreid `resnet50_ibn_b`): InstanceNorm after the stem conv and on
+    the sum of layer1's and layer2's last blocks."""
+    return build_resnet(50, dict(ibn="b"), kwargs)

@@ -11,9 +11,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from resbone.analysis import (
-    build_model,
     count_macs,
     count_params,
+    create_meta_model,
     format_table,
     model_table_markdown,
     receptive_field,
@@ -30,7 +30,7 @@ TORCHVISION_NAMES = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152
 @pytest.mark.parametrize("name", TORCHVISION_NAMES)
 def test_params_and_macs_equal_torchvision_published_figures(name):
     meta = torchvision.models.get_model_weights(name).DEFAULT.meta
-    model = build_model(name)  # on the meta device: shapes only
+    model = create_meta_model(name)  # on the meta device: shapes only
     assert count_params(model) == meta["num_params"]
     assert round(count_macs(model) / 1e9, 3) == pytest.approx(meta["_ops"], abs=1e-9)
 
@@ -39,7 +39,7 @@ def test_design_figures_for_the_four_quoted_models():
     expected = {"resnet18": (11_689_512, 1.814), "resnet50": (25_557_032, 4.089),
                 "resnext50_32x4d": (25_028_904, 4.230), "mobilenet_v2": (3_504_872, 0.301)}
     for name, (params, gmacs) in expected.items():
-        model = build_model(name)
+        model = create_meta_model(name)
         assert (count_params(model), round(count_macs(model) / 1e9, 3)) == (params, gmacs), name
 
 
@@ -59,7 +59,7 @@ def _flop_counter_macs(model, size=(224, 224)):
 def test_macs_equal_torch_flop_counter(name, kwargs):
     """Independent count (aten-level, torch.utils.flop_counter) for variants torchvision does not publish:
     also covers the matrix products of non-local attention, which module hooks would miss."""
-    model = build_model(name, **kwargs)
+    model = create_meta_model(name, **kwargs)
     assert count_macs(model) == _flop_counter_macs(model)
 
 
@@ -122,7 +122,7 @@ def test_timm_models_get_the_same_rows():
     assert [s.blocks for s in stages[1:-1]] == [1, 2, 3, 4, 3, 3, 1]
     assert [s.receptive_field for s in stages[1:-1]] == [
         s.receptive_field for s in summarize("mobilenet_v2").stages[1:-2]]
-    assert count_macs(timm_mobilenet) == count_macs(build_model("mobilenet_v2"))
+    assert count_macs(timm_mobilenet) == count_macs(create_meta_model("mobilenet_v2"))
 
 
 def test_functional_ops_outside_children_are_a_row_of_their_own():
@@ -226,7 +226,7 @@ def test_summarize_leaves_the_model_unchanged():
 
 
 def test_trainable_params_and_frozen_stages():
-    model = build_model("resnet50", frozen_stages=1)
+    model = create_meta_model("resnet50", frozen_stages=1)
     frozen = sum(p.numel() for n, p in torchvision.models.resnet50().named_parameters()
                  if n.split(".")[0] in ("conv1", "bn1", "layer1"))
     assert count_params(model, trainable_only=True) == 25_557_032 - frozen
@@ -256,8 +256,8 @@ def test_model_table_markdown_rows():
 
 
 @pytest.mark.parametrize("call, error, words", [
-    (lambda: build_model("resnet5"), KeyError, ["'resnet5'", "resnet50"]),
-    (lambda: build_model("resnet50", depht=50), TypeError, ["'depht'", "depth"]),
+    (lambda: create_meta_model("resnet5"), KeyError, ["'resnet5'", "resnet50"]),
+    (lambda: create_meta_model("resnet50", depht=50), TypeError, ["'depht'", "depth"]),
     (lambda: summarize("resnet18", (0, 224)), ValueError, ["(0, 224)", "positive"]),
     (lambda: summarize("resnet18", (224,)), ValueError, ["(224,)"]),
     (lambda: summarize(42), TypeError, ["int"]),

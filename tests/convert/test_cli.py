@@ -15,7 +15,10 @@ def _native18() -> dict:
 
     sd = create_model("resnet18", stage_blocks=(1, 1, 1, 1)).state_dict()
     g = torch.Generator().manual_seed(0)
-    return {k: torch.randn(v.shape, generator=g) if v.is_floating_point() else v for k, v in sd.items()}
+    # running variances stay positive: Caffe2's folding takes their square root (negative ones would give NaN,
+    # which convert refuses)
+    return {k: (torch.randn(v.shape, generator=g).abs() + 0.5 if k.endswith("running_var") else
+                torch.randn(v.shape, generator=g)) if v.is_floating_point() else v for k, v in sd.items()}
 
 
 def test_convert_chain_through_files_is_bit_exact(tmp_path, capsys):
@@ -102,3 +105,30 @@ def test_mmdet_prefix_without_the_dot_gets_one(tmp_path):
     assert convert_state_dict(native, "resbone", "mmdet", prefix="backbone").keys() == written.keys()
     assert main(["convert", str(tmp_path / "mm.pth"), str(tmp_path / "back.pth"), "--to", "torchvision"]) == 0
     assert_identical(load_state_dict_file(tmp_path / "back.pth"), native)
+
+
+def test_nan_weights_are_refused_unless_allowed(tmp_path, capsys):
+    native = _native18()
+    native["layer3.0.bn2.running_var"][0] = float("nan")
+    src = save_state_dict_file(native, tmp_path / "nan.pth")
+    out = tmp_path / "out.pth"
+    assert main(["convert", str(src), str(out), "--to", "timm"]) == 2
+    assert "NaN or Inf values in 1 tensor(s): layer3.0.bn2.running_var" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["convert", str(src), str(out), "--to", "timm", "--allow-nonfinite"]) == 0
+    assert torch.isnan(load_state_dict_file(out)["layer3.0.bn2.running_var"][0])
+
+
+def test_arch_mismatch_advice_names_real_options(tmp_path, capsys):
+    """The advice used to be 'Pass strict=False', a Python argument the CLI does not have."""
+    from resbone.cli import build_parser
+
+    src = save_state_dict_file(_native18(), tmp_path / "tv.pth")  # a resnet18 with one block per stage
+    assert main(["convert", str(src), str(tmp_path / "o.pth"), "--to", "timm", "--arch", "resnet18"]) == 2
+    err = capsys.readouterr().err
+    assert "strict=False" not in err and "--set KEY=VALUE" in err and "leave out --arch" in err
+    convert = build_parser()._subparsers._group_actions[0].choices["convert"]
+    options = {o for action in convert._actions for o in action.option_strings}
+    assert {"--arch", "--set"} <= options
+    assert main(["convert", str(src), str(tmp_path / "o.pth"), "--to", "timm", "--arch", "resnet18",
+                 "--set", "stage_blocks=[1, 1, 1, 1]"]) == 0

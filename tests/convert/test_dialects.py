@@ -19,6 +19,9 @@ COVERS = {
     "maskrcnn": ["frozen_bn", "frozen_bn18", "gn", "dcn_frozen_bn", "mobilenet_v2_fcos", "fcos_frozen_bn",
                  "fcos_dcn_head"],
     "caffe2": ["frozen_bn", "frozen_bn18", "gn"],
+    "pretrainedmodels": ["plain50", "se", "deep_stem"],
+    "torchreid": ["plain18", "plain50", "se", "ibn", "torchreid_fc512"],
+    "fastreid": ["plain50", "ibn", "se_linear_ibn", "fastreid_whole"],
 }
 CASES = [(d, a) for d, archs in COVERS.items() for a in archs]
 

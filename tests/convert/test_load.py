@@ -199,3 +199,52 @@ def test_prefix_without_the_dot_means_what_mmengine_means():
     backbone = ResNet(50, num_classes=None, **SMALL)
     report = load_checkpoint(backbone, theirs, dialect="mmdet", prefix="backbone")
     assert report.ok and torch.equal(backbone.layer1[0].conv1.weight, theirs["backbone.layer1.0.conv1.weight"])
+
+
+def test_nan_or_inf_weights_are_refused_naming_the_first_bad_tensors(tmp_path):
+    """A diverged run's checkpoint used to load without a word and make every output NaN."""
+    sd = random_state_dict("plain18")
+    sd["layer2.0.conv1.weight"][0, 0, 0, 0] = float("nan")
+    sd["fc.bias"][3] = float("inf")
+    path = save_state_dict_file(sd, tmp_path / "diverged.pth")
+    model = _small18(num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for checkpoint in (sd, path):
+        with pytest.raises(ValueError, match=r"NaN or Inf values in 2 tensor\(s\): layer2\.0\.conv1\.weight, fc\.bias"):
+            load_checkpoint(model, checkpoint, strict=False)
+    assert_identical(model.state_dict(), before)
+    with pytest.raises(ValueError, match="allow_nonfinite=True"):
+        create_model("resnet18", stage_blocks=(1, 1, 1, 1), num_classes=10, checkpoint=path)
+    with pytest.raises(ValueError, match="layer2.0.conv1.weight"):
+        convert_state_dict(sd, "resbone", "timm")
+    from resbone.engine.checkpoint import load_weights  # what train's MODEL.WEIGHT, eval and predict load through
+
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        load_weights(model, str(path))
+    report = load_checkpoint(model, path, allow_nonfinite=True)
+    assert report.ok and torch.isnan(model.layer2[0].conv1.weight[0, 0, 0, 0])
+    assert torch.isinf(convert_state_dict(sd, "resbone", "timm", allow_nonfinite=True)["fc.bias"][3])
+
+
+class _Described(torch.nn.Module):
+    """A network resbone's loader knows nothing of, except what it declares (timm's pretrained_cfg keys)."""
+
+    pretrained_cfg = dict(first_conv="entry", classifier="head")
+
+    def __init__(self, in_channels: int, num_classes: int):
+        super().__init__()
+        self.entry = torch.nn.Conv2d(in_channels, 4, 3)
+        self.head = torch.nn.Linear(4, num_classes)
+
+
+def test_the_loader_asks_the_model_for_its_first_conv_and_classifier():
+    """No key names are built into the loader: the first conv and the classifier come from pretrained_cfg."""
+    source = _Described(3, 5).state_dict()
+    target = _Described(1, 7)
+    with pytest.warns(UserWarning, match=r"dropped the checkpoint's classifier head\.weight \[5, 4\]"):
+        report = load_checkpoint(target, source, dialect="resbone")
+    assert report.ok and report.adapted == ["entry.weight (1 input channels)"]
+    assert torch.allclose(target.entry.weight, source["entry.weight"].sum(1, keepdim=True))
+    undescribed = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3))  # says nothing: a shape mismatch is a mismatch
+    with pytest.raises(ValueError, match=r"0\.weight checkpoint \[4, 3, 3, 3\] vs model \[4, 1, 3, 3\]"):
+        load_checkpoint(undescribed, {"0.weight": source["entry.weight"], "0.bias": source["entry.bias"]})

@@ -16,8 +16,7 @@ from resbone.detection.fcos import FCOSHead
 from resbone.detection.fpn import FPN
 from resbone.models.resnet import ResNet
 from tests.helpers.checkpoints import EPS, assert_identical
-
-TOL = 1e-4  # max abs difference relative to the output's scale
+from tests.helpers.references import TOL, relative_error
 
 
 def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -32,9 +31,6 @@ def _randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
                 module.running_var.copy_(torch.rand(module.running_var.shape, generator=g) * 0.5 + 0.75)
     return model.eval()
 
-
-def _relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual - expected).abs().max() / expected.abs().max().clamp_min(1e-12)).item()
 
 
 SHALLOW = ([1, 1, 1, 1], (1, 1, 1, 1))  # timm `layers`, resbone `stage_blocks`: names do not depend on depth
@@ -68,7 +64,7 @@ def test_reference_weights_give_the_same_outputs_and_convert_back(library, refer
     assert report.ok and report.dialect == dialect and len(report.loaded) == len(theirs)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert _relative_error(ours(x), reference(x)) < TOL
+        assert relative_error(ours(x), reference(x)) < TOL
     assert_identical(convert_state_dict(ours.state_dict(), "resbone", library), theirs)
 
 
@@ -85,7 +81,7 @@ def test_caffe2_folded_bn_computes_what_the_bn_computed():
     assert torch.equal(ours.layer1[0].bn1.running_var, torch.full((64,), 1.0) - EPS)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert _relative_error(ours(x), reference(x)) < TOL
+        assert relative_error(ours(x), reference(x)) < TOL
 
 
 class _NativeDetector(nn.Module):
@@ -131,7 +127,7 @@ def test_torchvision_fcos_backbone_fpn_head_give_the_same_outputs():
 
     strides = torch.cat([torch.full((o.shape[-2] * o.shape[-1], 1), float(s))
                          for o, s in zip(regression, ours.head.strides)])
-    assert _relative_error(flat(logits), expected["cls_logits"]) < TOL
-    assert _relative_error(flat(centerness), expected["bbox_ctrness"]) < TOL
-    assert _relative_error(flat(regression) / strides, expected["bbox_regression"]) < TOL
+    assert relative_error(flat(logits), expected["cls_logits"]) < TOL
+    assert relative_error(flat(centerness), expected["bbox_ctrness"]) < TOL
+    assert relative_error(flat(regression) / strides, expected["bbox_regression"]) < TOL
     assert_identical(convert_state_dict(ours.state_dict(), "resbone", "torchvision"), reference.state_dict())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resbone.detection.defaults import add_fcos_config, detector_cfg
+from resbone.detection.defaults import detector_cfg
 from resbone.detection.detector import build_detector
 from resbone.models.registry import create_model
 
@@ -106,12 +106,55 @@ def test_fcos_imprv_options_build_and_train():
     assert type(model.head.cls_tower[0]).__name__ == "ModulatedDeformConv2dPack"
 
 
-def test_config_is_not_mutated_and_engine_merge_is_idempotent():
+def test_config_is_not_mutated():
     cfg = _cfg()
     before = cfg.dump()
     build_detector(cfg)
     assert cfg.dump() == before
-    assert add_fcos_config(cfg.clone()).dump() == before
+
+
+def test_a_config_without_the_declared_keys_names_what_is_missing():
+    """build_detector reads keys and never defaults them (it used to fill FCOS's defaults in silently)."""
+    cfg = _cfg()
+    del cfg.MODEL.FCOS["LOCATION_OFFSET"]
+    del cfg.INPUT["TO_BGR255"]
+    with pytest.raises(KeyError, match=r"MODEL\.FCOS\.LOCATION_OFFSET, INPUT\.TO_BGR255.*detector_cfg\(\)"):
+        build_detector(cfg)
+
+
+def _one_image_batch_norm_model():
+    """resnet18 with BatchNorm in training mode (torchvision's norm), images resized to 32 px: C5 is 1x1."""
+    cfg = _cfg()
+    cfg.INPUT.update(MIN_SIZE_TRAIN=(32,), MAX_SIZE_TRAIN=32)
+    backbone = create_model("resnet18", num_classes=None, out_indices=(1, 2, 3), norm_eval=False)
+    return build_detector(cfg, backbone=backbone).train()
+
+
+def test_one_image_whose_last_map_is_1x1_names_the_size_and_the_minimum():
+    """BatchNorm cannot train on one value per channel; its own error ('Expected more than 1 value per
+    channel') named neither the image size nor the way out."""
+    model = _one_image_batch_norm_model()
+    image = [torch.rand(3, 30, 30)]
+    target = [dict(boxes=torch.tensor([[2.0, 3.0, 20.0, 25.0]]), labels=torch.tensor([1]))]
+    with pytest.raises(ValueError, match=r"one image of 30x30 \(resized and padded to 32x32\).*1x1 map at "
+                                         r"stride 32.*BatchNorm2d layers of its backbone.*minimum is 33 px.*"
+                                         r"2 images per batch"):
+        model(image, target)
+    # the check fires only where BatchNorm would fail: two such images, or frozen statistics, train
+    assert torch.isfinite(sum(model(image * 2, target * 2).values()))
+    model.backbone.apply(lambda m: m.eval() if isinstance(m, torch.nn.BatchNorm2d) else None)
+    assert torch.isfinite(sum(model(image, target).values()))
+
+
+def test_one_image_under_a_one_channel_per_group_head_names_the_minimum():
+    """A 32-channel head has GroupNorm(32, 32): one value per channel at a 1x1 P7, in evaluation too."""
+    cfg = _cfg()
+    cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS = 32
+    model = build_detector(cfg).eval()
+    with torch.no_grad():
+        with pytest.raises(ValueError, match=r"1x1 map at stride 128.*GroupNorm layers of its head.*minimum is 129"):
+            model([torch.rand(3, 64, 64)])
+        assert len(model([torch.rand(3, 64, 64)] * 2)) == 2  # two images: GroupNorm sees two values
 
 
 def test_bad_inputs_raise_clear_errors(r18):

@@ -1,12 +1,24 @@
-"""The config: FCOS's defaults, FCOS's own YAML files loading unchanged, overrides, and every error."""
+"""The config: every shipped config builds torchvision's FCOS, FCOS's own YAML files load unchanged, overrides
+(also through yacs's own merge methods), and every error names its key."""
 from __future__ import annotations
 
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-from resbone.engine.config import check_weight, get_cfg, load_cfg
+from resbone.detection.defaults import detector_cfg
+from resbone.detection.detector import build_detector
+from resbone.engine.config import CfgNode, check_weight, get_cfg, load_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -103,28 +115,6 @@ def _write(tmp_path, text: str, name: str = "cfg.yaml") -> str:
     return str(path)
 
 
-def test_defaults_are_fcos_values():
-    """A sample of FCOS's fcos_core/config/defaults.py values, copied by hand."""
-    cfg = get_cfg()
-    assert cfg.MODEL.BACKBONE.CONV_BODY == "R-50-C4"
-    assert cfg.MODEL.BACKBONE.FREEZE_CONV_BODY_AT == 2
-    assert cfg.MODEL.RESNETS.STRIDE_IN_1X1 is True
-    assert cfg.MODEL.RETINANET.USE_C5 is True
-    assert cfg.MODEL.FCOS.NUM_CLASSES == 81 and cfg.MODEL.FCOS.FPN_STRIDES == [8, 16, 32, 64, 128]
-    assert (cfg.MODEL.FCOS.PRIOR_PROB, cfg.MODEL.FCOS.INFERENCE_TH, cfg.MODEL.FCOS.NMS_TH) == (0.01, 0.05, 0.6)
-    assert (cfg.MODEL.FCOS.LOSS_ALPHA, cfg.MODEL.FCOS.LOSS_GAMMA, cfg.MODEL.FCOS.NUM_CONVS) == (0.25, 2.0, 4)
-    assert cfg.MODEL.FCOS.IOU_LOSS_TYPE == "iou" and cfg.MODEL.FCOS.USE_DCN_IN_TOWER is False
-    assert cfg.INPUT.PIXEL_MEAN == [102.9801, 115.9465, 122.7717] and cfg.INPUT.TO_BGR255 is True
-    assert cfg.INPUT.MIN_SIZE_TRAIN == (800,) and cfg.INPUT.MAX_SIZE_TEST == 1333
-    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.BIAS_LR_FACTOR, cfg.SOLVER.WEIGHT_DECAY) == (0.001, 2, 0.0005)
-    assert (cfg.SOLVER.WARMUP_FACTOR, cfg.SOLVER.WARMUP_ITERS, cfg.SOLVER.WARMUP_METHOD) == (1 / 3, 500, "linear")
-    assert cfg.SOLVER.STEPS == (30000,) and cfg.SOLVER.IMS_PER_BATCH == 16 and cfg.TEST.IMS_PER_BATCH == 8
-    assert cfg.DATALOADER.NUM_WORKERS == 4 and cfg.OUTPUT_DIR == "."
-    assert cfg.TEST.BBOX_AUG.MAX_SIZE == 4000
-    # the detection model's own additions are merged in
-    assert "LOCATION_OFFSET" in cfg.MODEL.FCOS
-
-
 @pytest.mark.parametrize("text", [FCOS_R_50_FPN_1X, FCOS_IMPRV_R_50_FPN_1X, FCOS_IMPRV_DCNV2_R_50_FPN_1X,
                                   FCOS_SYNCBN_BS32_C128_MS_MNV2_FPN_1X],
                          ids=["R_50_FPN_1x", "imprv_R_50_FPN_1x", "imprv_dcnv2_R_50_FPN_1x", "syncbn_MNV2"])
@@ -145,10 +135,50 @@ def test_fcos_config_files_load_unchanged(tmp_path, text):
     assert "://" in cfg.MODEL.WEIGHT
 
 
-@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(REPO, "configs", "fcos"))))
-def test_shipped_configs_load(name):
-    cfg = load_cfg(os.path.join(REPO, "configs", "fcos", name))
-    assert cfg.MODEL.FCOS_ON
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in Path(REPO, "configs").rglob("*.yaml"))
+
+
+def _torchvision_fcos(cfg) -> nn.Module:
+    """torchvision's FCOS built like `cfg` (body depth and norm, FPN width and P6 input, tower depth, classes)."""
+    model = cfg.MODEL
+    body = model.BACKBONE.CONV_BODY
+    assert body.endswith("-FPN-RETINANET") and body.startswith("R-") and model.RESNETS.NUM_GROUPS == 1, body
+    assert not any(model.RESNETS.STAGE_WITH_DCN) and not model.FCOS.USE_DCN_IN_TOWER, "extend this reference"
+    gn = model.RESNETS.TRANS_FUNC == "BottleneckWithGN"
+    resnet = getattr(torchvision.models, f"resnet{body.split('-')[1]}")(
+        norm_layer=(lambda c: nn.GroupNorm(32, c)) if gn else FrozenBatchNorm2d)
+    in_channels = [c * type(resnet.layer4[0]).expansion for c in (128, 256, 512)]
+    width = model.RESNETS.BACKBONE_OUT_CHANNELS
+    p6_input = in_channels[-1] if model.RETINANET.USE_C5 else width
+    fpn = BackboneWithFPN(resnet, {"layer2": "0", "layer3": "1", "layer4": "2"}, in_channels, width,
+                          extra_blocks=LastLevelP6P7(p6_input, width))
+    head = FCOSHead(width, 1, model.FCOS.NUM_CLASSES - 1, num_convs=model.FCOS.NUM_CONVS)
+    return FCOS(fpn, model.FCOS.NUM_CLASSES - 1, head=head)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_config_builds_the_detector_torchvision_builds(name):
+    """Each configs/ file builds a detector with torchvision's FCOS parameter count (plus FCOS's one learnable
+    Scale per level, which torchvision's FCOS lacks) and, on a 64 px batch, one map per stride 8..128."""
+    cfg = load_cfg(os.path.join(REPO, name))
+    torch.manual_seed(0)
+    ours = build_detector(cfg).eval()
+    strides = list(cfg.MODEL.FCOS.FPN_STRIDES)
+    assert [i["stride"] for i in ours.backbone.feature_info] == [8, 16, 32] and strides == [8, 16, 32, 64, 128]
+    count = sum(p.numel() for p in ours.parameters())
+    assert count == sum(p.numel() for p in _torchvision_fcos(cfg).parameters()) + len(strides)
+    with torch.no_grad():
+        logits, regression, centerness = ours.forward_head(torch.rand(1, 3, 64, 64))
+    sizes = [(-(-64 // s), -(-64 // s)) for s in strides]
+    assert [tuple(o.shape) for o in logits] == [(1, cfg.MODEL.FCOS.NUM_CLASSES - 1, *hw) for hw in sizes]
+    assert [tuple(o.shape[1:]) for o in regression] == [(4, *hw) for hw in sizes]
+    assert [tuple(o.shape[1:]) for o in centerness] == [(1, *hw) for hw in sizes]
+
+
+def test_the_engine_and_the_detector_share_one_declaration():
+    """get_cfg() (the engine's) and detector_cfg() (the detector's) describe the same model, key for key."""
+    assert get_cfg().dump() == detector_cfg().dump()
+    assert isinstance(get_cfg(), CfgNode) and get_cfg() is not get_cfg()
 
 
 def test_overrides_parse_like_yaml():
@@ -190,11 +220,53 @@ def test_unknown_key_on_command_line():
     # these two used to crash later: `done % 0` in the training loop, DataLoader(batch_size=0) in eval
     (["SOLVER.LOG_PERIOD", "0"], ValueError, r"SOLVER\.LOG_PERIOD must be positive, got 0"),
     (["TEST.IMS_PER_BATCH", "0"], ValueError, r"TEST\.IMS_PER_BATCH must be positive, got 0"),
+    # the solver's numbers (issue 10): each used to reach torch.optim or the schedule unchecked
+    (["SOLVER.BASE_LR", "0"], ValueError, r"SOLVER\.BASE_LR must be positive, got 0\.0"),
+    (["SOLVER.BASE_LR", "-0.01"], ValueError, r"SOLVER\.BASE_LR must be positive, got -0\.01"),
+    (["SOLVER.MOMENTUM", "1.0"], ValueError, r"SOLVER\.MOMENTUM must be >= 0 and < 1, got 1\.0"),
+    (["SOLVER.WEIGHT_DECAY", "-1e-4"], ValueError, r"SOLVER\.WEIGHT_DECAY must be >= 0, got -0\.0001"),
+    (["SOLVER.WEIGHT_DECAY_BIAS", "-1.0"], ValueError, r"SOLVER\.WEIGHT_DECAY_BIAS must be >= 0"),
+    (["SOLVER.GAMMA", "10"], ValueError, r"SOLVER\.GAMMA must be > 0 and <= 1, got 10\.0"),
+    (["SOLVER.WARMUP_FACTOR", "0"], ValueError, r"SOLVER\.WARMUP_FACTOR must be > 0 and <= 1, got 0\.0"),
+    (["SOLVER.WARMUP_ITERS", "-1"], ValueError, r"SOLVER\.WARMUP_ITERS must be >= 0, got -1"),
+    (["SOLVER.CLIP_GRAD_NORM", "-1"], ValueError, r"SOLVER\.CLIP_GRAD_NORM must be >= 0, got -1\.0"),
+    (["SOLVER.STEPS", "(0, 5)"], ValueError, r"SOLVER\.STEPS must be positive iteration numbers.*\(0, 5\)"),
+    (["SOLVER.STEPS", "('a',)"], ValueError, r"SOLVER\.STEPS must be positive iteration numbers"),
+    (["SOLVER.AMP_DTYPE", "fp16"], ValueError, r"SOLVER\.AMP_DTYPE must be one of 'auto', 'bfloat16', 'float16'"),
+    (["INPUT.HORIZONTAL_FLIP_PROB_TRAIN", "1.5"], ValueError, r"HORIZONTAL_FLIP_PROB_TRAIN must be >= 0 and <= 1"),
 ])
 def test_bad_overrides_raise_a_sentence(opts, error, pattern):
     """Wrong types are TypeErrors, wrong values ValueErrors; each names the key and what is allowed."""
     with pytest.raises(error, match=pattern):
         load_cfg(None, opts)
+
+
+def test_nan_in_a_file_is_refused_by_name(tmp_path):
+    with pytest.raises(ValueError, match=r"SOLVER\.BASE_LR must be positive, got nan"):
+        load_cfg(_write(tmp_path, "SOLVER:\n  BASE_LR: .nan\n"))
+
+
+def test_steps_beyond_max_iter_warn_that_the_lr_never_decays():
+    """As detectron2: a run shortened with SOLVER.MAX_ITER on the command line keeps its file's STEPS."""
+    with pytest.warns(UserWarning, match=r"SOLVER\.STEPS \(300,\) are not below SOLVER\.MAX_ITER 200"):
+        load_cfg(None, ["SOLVER.STEPS", "(100, 300)", "SOLVER.MAX_ITER", "200"])
+
+
+def test_yacs_merge_methods_give_resbones_errors(tmp_path):
+    """README's own example uses yacs's `cfg.merge_from_list`; a typo there was yacs's bare AssertionError."""
+    cfg = get_cfg()
+    with pytest.raises(KeyError, match=r"MODEL\.BACKBONE\.CONV_BOD .*command line.*did you mean "
+                                       r"MODEL\.BACKBONE\.CONV_BODY"):
+        cfg.merge_from_list(["MODEL.BACKBONE.CONV_BOD", "R-50-FPN-RETINANET"])
+    cfg.merge_from_list(["MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET", "SOLVER.BASE_LR", "1"])
+    assert cfg.MODEL.BACKBONE.CONV_BODY == "R-50-FPN-RETINANET" and cfg.SOLVER.BASE_LR == 1.0
+    with pytest.raises(TypeError, match=r"SOLVER\.STEPS.*cfg\.yaml.*tuple"):
+        cfg.merge_from_file(_write(tmp_path, "SOLVER:\n  STEPS: abc\n"))
+    cfg.merge_from_other_cfg(CfgNode({"MODEL": {"FCOS": {"NUM_CLASSES": 4}}}))
+    assert cfg.MODEL.FCOS.NUM_CLASSES == 4
+    cfg.freeze()
+    with pytest.raises(AttributeError, match="frozen"):
+        cfg.merge_from_list(["SOLVER.BASE_LR", "2"])
 
 
 def test_bad_type_in_file(tmp_path):

@@ -4,6 +4,7 @@ replaces one of the user's input images."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 
 import numpy as np
@@ -13,7 +14,7 @@ from PIL import Image
 
 from resbone.engine.config import load_cfg
 from resbone.engine.predictor import load_detector, predict_images
-from resbone.engine.trainer import build_model
+from resbone.engine.trainer import build_detector_with_weight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "configs", "fcos", "shapes_R_18_FPN.yaml")
@@ -25,7 +26,7 @@ NARROW = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "M
 def weights(tmp_path):
     torch.manual_seed(0)
     path = str(tmp_path / "detector.pth")
-    torch.save(build_model(load_cfg(CONFIG, NARROW)).state_dict(), path)
+    torch.save(build_detector_with_weight(load_cfg(CONFIG, NARROW)).state_dict(), path)
     return path
 
 
@@ -77,7 +78,7 @@ def test_predict_writes_one_drawing_per_image(tmp_path, weights):
     image = _png(tmp_path / "photos" / "a.png")
     written = predict_images(load_cfg(CONFIG, NARROW), weights, [image], str(tmp_path / "out"))
     assert written == [str(tmp_path / "out" / "a.png")]
-    assert Image.open(written[0]).size == (64, 64)
+    assert Image.open(written[0]).size == (384, 384)  # enlarged 6x: labels readable (issue 10 item 7)
 
 
 @pytest.mark.parametrize("threshold", [-0.1, 1.5])
@@ -108,3 +109,53 @@ def test_model_weight_of_the_config_is_not_needed(weights):
     model, _ = load_detector(cfg, weights)
     saved = torch.load(weights, weights_only=True)
     assert all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
+
+
+def _shapes_cfg(tmp_path, *extra):
+    return load_cfg(CONFIG, [*NARROW, "DATASETS.ROOT", str(tmp_path / "data"), "DATASETS.SHAPES.NUM_TRAIN", "2",
+                             "DATASETS.SHAPES.NUM_VAL", "4", "DATASETS.SHAPES.IMAGE_SIZE", "64", *extra])
+
+
+def test_predict_with_ground_truth_draws_truth_beside_prediction(tmp_path, weights):
+    """--gt: an image of the config's data sets is drawn as ground truth | prediction, each enlarged 6x
+    (64 -> 384 px) under a title strip; an image in no known set is refused by name."""
+    from resbone.detection.data import resolve_dataset
+    from resbone.engine.data import shapes_settings
+    from resbone.engine.predictor import find_ground_truth
+
+    cfg = _shapes_cfg(tmp_path)
+    image_dir, ann_file = resolve_dataset("shapes_val", root=cfg.DATASETS.ROOT, shapes=shapes_settings(cfg))
+    image = os.path.join(image_dir, "000002.png")
+    truth = find_ground_truth(cfg, [image])[image]
+    coco = json.load(open(ann_file))
+    expected = [a["bbox"] for a in coco["annotations"] if a["image_id"] == 2]
+    assert [[x, y, x2 - x, y2 - y] for x, y, x2, y2 in truth["boxes"].tolist()] == expected  # whole pixels
+    drawn = Image.open(predict_images(cfg, weights, [image], str(tmp_path / "out"), show_gt=True)[0])
+    assert drawn.width == 2 * 384 + 8 and drawn.height > 384
+    with pytest.raises(ValueError, match=r"a\.png is not among the images of the data sets of the config"):
+        find_ground_truth(cfg, [_png(tmp_path / "elsewhere" / "a.png")])
+
+
+def test_validation_grid_has_one_pair_per_image(tmp_path, weights):
+    from resbone.engine.predictor import draw_validation_grid
+
+    path = draw_validation_grid(_shapes_cfg(tmp_path), weights, str(tmp_path / "out"), num_images=3, columns=2)
+    assert path == str(tmp_path / "out" / "grid_shapes_val.png")
+    grid = Image.open(path)
+    pair = 2 * 192 + 8  # each image enlarged 3x to 192 px, truth | prediction
+    assert grid.width == 2 * pair + 16 and 2 * 192 + 16 < grid.height < 2 * 192 + 16 + 2 * 40
+
+
+def test_labels_stay_inside_the_image_and_off_each_other():
+    from PIL import ImageDraw, ImageFont
+
+    from resbone.engine.visualize import _label_spot
+
+    draw = ImageDraw.Draw(Image.new("RGB", (384, 384)))
+    font = ImageFont.load_default(size=14)
+    placed = []
+    for box in ([340, 0, 384, 30], [340, 0, 384, 30], [0, 370, 20, 384]):  # top-right corner twice, bottom-left
+        spot = _label_spot(draw, "triangle 0.97", font, box, (384, 384), placed)
+        assert 0 <= spot[0] < spot[2] <= 384 and 0 <= spot[1] < spot[3] <= 384, spot
+        assert not any(spot[0] < p[2] and p[0] < spot[2] and spot[1] < p[3] and p[1] < spot[3] for p in placed)
+        placed.append(spot)

@@ -149,14 +149,14 @@ def test_output_dir_that_is_a_file_is_a_clear_error(tmp_path):
 def test_resume_drops_a_metrics_line_cut_short(tmp_path):
     """A run killed while appending to metrics.jsonl leaves a partial last line; resuming used to fail
     with a bare JSONDecodeError ('Expecting ...'). Records up to the checkpoint's iteration stay."""
-    from resbone.engine.trainer import _truncate_metrics
+    from resbone.engine.metrics import truncate_records
     from resbone.engine.visualize import read_metrics
 
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iter": 1, "loss": 2.0, "lr": 0.1}\n\n{"iter": 2, "loss": 1.5, "lr": 0.1}\n'
                     '{"iter": 3, "loss": 1.0, "lr": 0.1}\n{"iter": 4, "lo')
     assert [r["iter"] for r in read_metrics(str(path))] == [1, 2, 3]
-    _truncate_metrics(str(path), 2)
+    truncate_records(str(path), 2)
     assert path.read_text() == '{"iter": 1, "loss": 2.0, "lr": 0.1}\n{"iter": 2, "loss": 1.5, "lr": 0.1}\n'
 
 
@@ -166,7 +166,7 @@ def test_log_follows_the_current_stdout():
     import contextlib
     import io
 
-    from resbone.engine.trainer import logger, setup_logging
+    from resbone.engine.runtime import logger, setup_logging
 
     with contextlib.redirect_stdout(io.StringIO()):
         setup_logging()

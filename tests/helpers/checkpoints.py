@@ -26,6 +26,20 @@ class NativeFCOS(nn.Module):
         self.head = FCOSHead(64, 3, strides=(8, 16, 32, 64, 128)[:3 + extra_levels], dcn=head_dcn)
 
 
+def _with_reid_head(model: ResNet, *, embedding: int = 0, num_classes: int = 5) -> ResNet:
+    """A backbone plus the re-id head resbone does not build, under its native name `reid_head.`: fast-reid's
+    BNNeck and bias-free classifier, or (embedding > 0) torchreid's fc512 embedding and classifier."""
+    channels = model.feature_info[-1]["channels"]
+    model.reid_head = nn.Module()
+    if embedding:
+        model.reid_head.fc = nn.Sequential(nn.Linear(channels, embedding), nn.BatchNorm1d(embedding))
+        model.reid_head.classifier = nn.Linear(embedding, num_classes)
+    else:
+        model.reid_head.bottleneck = nn.Sequential(nn.BatchNorm1d(channels))
+        model.reid_head.weight = nn.Parameter(torch.zeros(num_classes, channels))
+    return model
+
+
 BUILDERS = {
     "plain18": lambda: ResNet(18, num_classes=10, stage_blocks=(1, 1, 1, 1)),
     "plain50": lambda: ResNet(50, num_classes=10, **SMALL),
@@ -40,6 +54,9 @@ BUILDERS = {
                                     stage_with_dcn=(False, False, True, True), **SMALL),
     "se": lambda: ResNet(50, se=dict(), num_classes=10, **SMALL),
     "ibn": lambda: ResNet(50, ibn="a", **SMALL),
+    "se_linear_ibn": lambda: ResNet(50, se=dict(reduction=16, form="linear"), ibn="a", **SMALL),
+    "fastreid_whole": lambda: _with_reid_head(ResNet(50, se=dict(reduction=16, form="linear"), **SMALL)),
+    "torchreid_fc512": lambda: _with_reid_head(ResNet(50, **SMALL), embedding=32),
     "mobilenet_v2": lambda: MobileNetV2(num_classes=10),
     "mobilenet_v2_backbone": lambda: MobileNetV2(num_classes=None),
     "mobilenet_v2_fcos": lambda: MobileNetV2(num_classes=None, out_indices=(2, 4, 6), norm_cfg="FrozenBN"),

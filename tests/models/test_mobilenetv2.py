@@ -31,22 +31,15 @@ def test_train_mode_gradients_equal_torchvision(rng):
     x = torch.randn(2, 3, 64, 64, generator=rng)
     ref(x).logsumexp(1).sum().backward()
     ours(x).logsumexp(1).sum().backward()
-    for (name, p_ref), (_, p_ours) in zip(ref.named_parameters(), ours.named_parameters()):
-        torch.testing.assert_close(p_ours.grad, p_ref.grad, atol=1e-5, rtol=1e-4, msg=name)
+    ref_params = dict(ref.named_parameters())
+    for name, p_ours in ours.named_parameters():
+        torch.testing.assert_close(p_ours.grad, ref_params[name].grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
-def test_timm_mobilenetv2_100_weights_copied_in_order_give_equal_logits(rng):
+def test_timm_mobilenetv2_100_checkpoint_loads_and_gives_equal_logits(rng):
     timm = pytest.importorskip("timm")
     ref = randomize_norms(timm.create_model("mobilenetv2_100", pretrained=False)).eval()
-    ours = create_model("mobilenetv2_100").eval()
-    theirs = [(k, v) for k, v in ref.state_dict().items()]
-    mine = list(ours.state_dict())
-    assert len(theirs) == len(mine)
-    mapped = {}
-    for name, (their_name, value) in zip(mine, theirs):  # both list tensors in forward order
-        assert ours.state_dict()[name].shape == value.shape, (name, their_name)
-        mapped[name] = value
-    ours.load_state_dict(mapped, strict=True)
+    ours = create_model("mobilenetv2_100", checkpoint=ref.state_dict()).eval()  # timm's names, strict
     x = torch.randn(2, 3, 64, 64, generator=rng)
     expected = ref(x)
     torch.testing.assert_close(ours(x), expected, atol=TOL * expected.abs().max().item(), rtol=TOL)
@@ -101,8 +94,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(rng):
     x = torch.randn(2, 3, 64, 64, generator=rng, requires_grad=True)
     for model in (plain, checkpointed):
         sum(o.square().sum() for o in model(x)).backward()
-    for (name, a), (_, b) in zip(plain.named_parameters(), checkpointed.named_parameters()):
-        torch.testing.assert_close(b.grad, a.grad, atol=1e-5, rtol=1e-4, msg=name)
+    plain_params = dict(plain.named_parameters())
+    for name, b in checkpointed.named_parameters():
+        torch.testing.assert_close(b.grad, plain_params[name].grad, atol=1e-5, rtol=1e-4, msg=name)
 
 
 @pytest.mark.parametrize("kwargs,error,words", [
@@ -125,3 +119,25 @@ def test_bad_input_and_download_requests_are_clear_errors():
         MobileNetV2(width_mult=0.5)(torch.randn(1, 1, 32, 32))
     with pytest.raises(ValueError, match="downloads nothing"):
         create_model("mobilenet_v2", weights="IMAGENET1K_V1")
+
+
+def test_pretrained_cfg_matches_torchvision_weights_transforms():
+    model = MobileNetV2()
+    cfg = model.pretrained_cfg
+    transforms = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    assert tuple(cfg["mean"]) == tuple(transforms.mean) and tuple(cfg["std"]) == tuple(transforms.std)
+    assert cfg["input_size"][1:] == (transforms.crop_size[0],) * 2
+    assert cfg["crop_pct"] == pytest.approx(transforms.crop_size[0] / transforms.resize_size[0])
+    assert cfg["interpolation"] == transforms.interpolation.value
+    reference = torchvision.models.mobilenet_v2()
+    for role in ("first_conv", "classifier"):
+        assert model.get_submodule(cfg[role]).weight.shape == reference.get_submodule(cfg[role]).weight.shape
+
+
+@pytest.mark.parametrize("out_indices", [(1, 2), (1, 2, 4), (7,)])
+def test_unbuilt_key_names_exactly_the_full_checkpoint_keys_a_backbone_leaves_out(out_indices):
+    backbone = MobileNetV2(num_classes=None, out_indices=out_indices)
+    full = torchvision.models.mobilenet_v2().state_dict()
+    left_out = {k for k in full if k not in backbone.state_dict() and not k.startswith("classifier.")}
+    assert {k for k in full if backbone.unbuilt_key(k)} == left_out
+    assert not any(MobileNetV2().unbuilt_key(k) for k in full)

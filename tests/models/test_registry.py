@@ -17,15 +17,32 @@ def test_every_required_name_is_registered():
     assert set(REQUIRED) <= set(list_models())
 
 
-def test_wildcards():
-    assert list_models("resnet5*") == sorted(n for n in list_models() if n.startswith("resnet5"))
-    assert "resnet50d" in list_models("resnet50?") and "resnet50" not in list_models("resnet50?")
+def test_wildcards_follow_shell_rules():
+    assert list_models("resnet1?2*") == ["resnet152", "resnet152c", "resnet152d"]
+    assert list_models("wide_*") == ["wide_resnet101_2", "wide_resnet50_2"]
+    assert list_models("resnet50?") == ["resnet50c", "resnet50d"]
     assert list_models("no_such_*") == []
 
 
-def test_overrides_reach_the_model():
-    model = create_model("resnet18", num_classes=None, out_indices=(2, 3), frozen_stages=2)
-    assert model.num_classes == 0 and model.out_indices == (2, 3) and model.frozen_stages == 2
+def test_overrides_change_what_the_model_computes():
+    model = create_model("resnet18", num_classes=None, out_indices=(2, 3), frozen_stages=2).train()
+    maps = model(torch.randn(1, 3, 64, 64))
+    assert [tuple(m.shape) for m in maps] == [(1, 256, 4, 4), (1, 512, 2, 2)]  # layer3 / layer4 of resnet18
+    assert not any(p.requires_grad for p in model.layer2.parameters()) and not model.layer2.training
+    assert all(p.requires_grad for p in model.layer3.parameters()) and model.layer3.training
+
+
+def test_checkpoint_loads_a_torchvision_file_strictly(tmp_path):
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet18().eval()
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    model = create_model("resnet18", checkpoint=path).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="missing"):
+        create_model("resnet34", checkpoint=path)
 
 
 def test_torchvision_keywords_are_mapped():

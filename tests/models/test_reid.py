@@ -1,5 +1,5 @@
-"""SE / IBN / re-id variants: timm (and timm's legacy senet) with weights copied give equal logits; IBN-a's
-halves by hand; SE on the residual branch before the addition; last_stride keeps 1/16."""
+"""SE / IBN / re-id variants: timm (and timm's legacy senet, in Cadene's names) with weights loaded give equal
+logits; IBN-a's halves by hand; SE on the residual branch before the addition; last_stride keeps 1/16."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resbone import create_model, list_models
+from resbone import create_model, list_models, load_checkpoint
 from resbone.layers.attention import SqueezeExcitation
 from resbone.layers.norm import IBN
 from tests.helpers import randomize_norms
@@ -15,23 +15,17 @@ from tests.helpers import randomize_norms
 timm = pytest.importorskip("timm")
 
 
-def _from_senet(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Cadene's / timm-legacy senet names -> ours: layer0.conv1 -> conv1, se_module -> se, last_linear -> fc."""
-    return {k.replace("layer0.", "").replace("se_module", "se").replace("last_linear", "fc"): v
-            for k, v in state_dict.items()}
-
-
-@pytest.mark.parametrize("ours,theirs,rename", [
-    ("seresnet50", "seresnet50", False),
-    ("seresnext50_32x4d", "seresnext50_32x4d", False),
-    ("se_resnet50", "legacy_seresnet50", True),
-    ("se_resnext50_32x4d", "legacy_seresnext50_32x4d", True),
+@pytest.mark.parametrize("ours,theirs,dialect", [
+    ("seresnet50", "seresnet50", "resbone"),
+    ("seresnext50_32x4d", "seresnext50_32x4d", "resbone"),
+    ("se_resnet50", "legacy_seresnet50", "pretrainedmodels"),  # Cadene's names: layer0., se_module., last_linear
+    ("se_resnext50_32x4d", "legacy_seresnext50_32x4d", "pretrainedmodels"),
 ])
-def test_se_variants_equal_timm_with_copied_weights(ours, theirs, rename, rng):
+def test_se_variants_equal_timm_with_copied_weights(ours, theirs, dialect, rng):
     ref = randomize_norms(timm.create_model(theirs, pretrained=False)).eval()
     model = create_model(ours).eval()
-    state = _from_senet(ref.state_dict()) if rename else ref.state_dict()
-    model.load_state_dict(state, strict=True)
+    report = load_checkpoint(model, ref.state_dict())  # strict
+    assert report.dialect == dialect and len(report.loaded) == len(ref.state_dict())
     x = torch.randn(1, 3, 64, 64, generator=rng)
     expected = ref(x)
     torch.testing.assert_close(model(x), expected, atol=1e-4 * expected.abs().max().item(), rtol=1e-4)
@@ -110,4 +104,4 @@ def test_senet_stem_pool_is_ceil_mode_without_padding_and_the_keys_are_ours():
 def test_variants_are_registered():
     names = set(list_models("*se*")) | set(list_models("*ibn*"))
     assert {"se_resnet50", "se_resnet101", "se_resnext50_32x4d", "seresnet50", "seresnext50_32x4d",
-            "resnet50_ibn_a", "se_resnet50_ibn_a"} <= names
+            "resnet50_ibn_a", "se_resnet50_ibn_a", "se_resnet50_fastreid", "se_resnet101_fastreid"} <= names

@@ -135,9 +135,10 @@ def test_zero_init_residual_matches_torchvision():
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None, zero_init_residual=True)
     ours = create_model("resnet50", zero_init_residual=True)
-    for (key, ref), (_, got) in zip(reference.state_dict().items(), ours.state_dict().items()):
-        if key.endswith("bn3.weight"):
-            assert torch.equal(ref, got) and not got.any(), key
+    ref_state = reference.state_dict()
+    zeroed = [key for key, got in ours.state_dict().items() if got.dim() == 1 and "weight" in key and not got.any()]
+    assert zeroed == [key for key, ref in ref_state.items() if ref.dim() == 1 and "weight" in key and not ref.any()]
+    assert len(zeroed) == 16 and all(key.endswith("bn3.weight") for key in zeroed)  # one per block
 
 
 def test_feature_info_matches_the_maps():
@@ -281,10 +282,6 @@ def test_bad_input_at_forward_time_raises_clear_errors(x, error, words):
     assert all(w in str(info.value) for w in words), str(info.value)
 
 
-def test_public_names():
-    assert resbone.ResNet is ResNet and callable(resbone.create_model)
-
-
 # Widths of 0 used to pass the constructor and fail at forward time inside torch's conv.
 @pytest.mark.parametrize("kwargs,words", [
     (dict(depth=18, stem_channels=0), ["stem_channels", "0"]),
@@ -316,3 +313,57 @@ def test_integer_images_are_a_clear_type_error(name):
     with pytest.raises(TypeError, match=r"floating-point tensor, got torch\.uint8"):
         model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))
     assert model(torch.zeros(1, 3, 32, 32, dtype=torch.uint8).float()).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("name, timm_name", [("resnet50", "resnet50.tv_in1k"), ("resnet50d", "resnet50d.ra2_in1k"),
+                                             ("resnet18", "resnet18.tv_in1k")])
+def test_pretrained_cfg_names_the_modules_timm_names(name, timm_name):
+    ours = create_model(name)
+    reference = timm.create_model(timm_name, pretrained=False)
+    cfg, ref_cfg = ours.pretrained_cfg, reference.pretrained_cfg
+    assert ours.default_cfg is cfg
+    for role in ("first_conv", "classifier"):  # the same module under each library's own path
+        mine, theirs = ours.get_submodule(cfg[role]), reference.get_submodule(ref_cfg[role])
+        assert type(mine) is type(theirs) and mine.weight.shape == theirs.weight.shape
+    keys = ["num_classes", "mean", "std", "input_size"]
+    if timm_name.endswith("tv_in1k"):  # torchvision's weights: bilinear resize to 256, crop 224
+        keys += ["interpolation", "crop_pct"]
+    assert {k: cfg[k] for k in keys} == {k: ref_cfg[k] for k in keys}
+
+
+def test_basic_block_takes_no_style_and_both_styles_build_the_same_basic_network():
+    with pytest.raises(TypeError, match="style"):
+        resbone.BasicBlock(64, 64, style="caffe")
+    torch.manual_seed(0)
+    pytorch_style, caffe_style = ResNet(18, style="pytorch").eval(), ResNet(18, style="caffe").eval()
+    caffe_style.load_state_dict(pytorch_style.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for a, b in zip(pytorch_style(x), caffe_style(x)):
+            assert torch.equal(a, b)
+
+
+def _torchreid_resnet_ibn_b():
+    """torchreid's resnet_ibn_b.py alone (its package __init__ pulls in its data and engine dependencies)."""
+    import importlib.machinery
+    import importlib.util
+
+    root = importlib.machinery.PathFinder.find_spec("torchreid").submodule_search_locations[0]
+    spec = importlib.util.spec_from_file_location("torchreid_resnet_ibn_b", f"{root}/reid/models/resnet_ibn_b.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_resnet50_ibn_b_equals_torchreids():
+    torch.manual_seed(0)
+    reference = randomize_norms(_torchreid_resnet_ibn_b().resnet50_ibn_b(num_classes=7, pretrained=False))
+    ours = create_model("resnet50_ibn_b", num_classes=7)
+    ours.load_state_dict({k.replace("classifier.", "fc."): v for k, v in reference.state_dict().items()}, strict=True)
+    assert isinstance(ours.bn1, nn.InstanceNorm2d) and ours.layer2[-1].IN is not None
+    assert ours.layer2[0].IN is None and ours.layer3[-1].IN is None
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        features = reference.eval()(x)  # torchreid's eval forward: the pooled features
+        assert _max_rel_diff(ours.eval().forward_head(ours.forward_features(x), pre_logits=True), features) < 1e-4
+        assert _max_rel_diff(ours.train()(x), reference.train()(x)) < 1e-4  # train: logits, batch statistics

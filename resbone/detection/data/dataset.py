@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from typing import Any
 
 import numpy as np
 import torch
@@ -56,6 +55,10 @@ class COCODetection(torch.utils.data.Dataset):
         if remove_images_without_annotations:
             ids = [i for i in ids if any(not a.get("iscrowd", 0) and _valid_box(a["bbox"])
                                          for a in self.coco.imgToAnns.get(i, []))]
+            if not ids:  # "0 images" further on would blame the images, not the missing boxes
+                found = (f"has {len(self.coco.imgs)} images but none with a box ({len(self.coco.anns)} annotations; "
+                         "crowd boxes and boxes under 1 px do not count)" if self.coco.imgs else "lists no images")
+                raise ValueError(f"annotation file {ann_file} {found}; training needs images with boxes")
         self.ids = ids
         self.cat_ids = sorted(self.coco.getCatIds())
         self.cat_id_to_label = {cat: i + 1 for i, cat in enumerate(self.cat_ids)}
@@ -69,9 +72,6 @@ class COCODetection(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Flips are a function of (seed, epoch, index): the same run gives the same batches, resumed or not."""
         self.epoch = epoch
-
-    def get_image_info(self, index: int) -> dict[str, Any]:
-        return self.coco.imgs[self.ids[index]]
 
     def __getitem__(self, index: int):
         image_id = self.ids[index]

@@ -49,7 +49,7 @@ def test_train_eval_predict_resume(tmp_path, capsys):
     assert main(["predict", CONFIG, "--weights", weights, image, "--out", str(tmp_path / "pred"),
                  "--score-threshold", "0.0", "--opts", *opts]) == 0
     drawn = Image.open(tmp_path / "pred" / "000001.png")
-    assert drawn.size == (64, 64)
+    assert drawn.size == (384, 384)  # small images are drawn enlarged (issue 10 item 7)
 
 
 def test_user_errors_exit_2_with_a_sentence(tmp_path, capsys):
