@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -102,11 +102,10 @@ def train_step(model: nn.Module, x: torch.Tensor, target: torch.Tensor, device: 
     return step
 
 
-def output_gap(contenders: dict[str, nn.Module], inputs: dict[str, torch.Tensor]) -> float:
-    """Max abs difference of the eval outputs of every contender from torchvision's (the bench's batch, so
-    that a compiled contender is built once, for the shape it is timed on)."""
-    with torch.inference_mode():
-        outs = [m(inputs[n]).float() for n, m in contenders.items()]
+def output_gap(steps: dict[str, Callable[[], torch.Tensor]]) -> float:
+    """Max abs difference of every inference contender's output from torchvision's; these calls on the
+    bench's batch (and autocast) also build the compiled contenders, once, for what they are timed on."""
+    outs = [step().float() for step in steps.values()]
     return max(float((o - outs[0]).abs().max()) for o in outs[1:])
 
 
@@ -122,9 +121,9 @@ def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], floa
     timing = dict(warmup=args.warmup, repeats=args.repeats, device=device)
 
     inference = inference_contenders(models, args)
-    inputs = {n: x_last if n == "resbone fast path" or args.channels_last else x for n in inference}
-    gap = output_gap(inference, inputs)
-    steps = {n: inference_step(m, inputs[n], device, args.amp) for n, m in inference.items()}
+    steps = {n: inference_step(m, x_last if n == "resbone fast path" or args.channels_last else x, device, args.amp)
+             for n, m in inference.items()}
+    gap = output_gap(steps)
     forward = Section(f"{args.arch} inference, batch {args.batch}x3x{args.size}x{args.size}", args.batch,
                       time_interleaved(steps, **timing), flops)
     profiles = {"inference (resbone eager)": top_ops(steps["resbone eager"], device)} if args.profile else {}
