@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Mapping
 
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from resbone.convert.common import StateDict
+from resbone.utils.files import atomic_write
 
 __all__ = ["load_state_dict_file", "save_state_dict_file", "unwrap_state_dict", "FORMATS"]
 
@@ -177,18 +177,9 @@ def save_state_dict_file(state_dict: Mapping[str, torch.Tensor], path: str | os.
     tensors = {k: v.detach().cpu() for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
     if p.suffix == ".pkl" and (bad := [k for k, v in tensors.items() if v.dtype == torch.bfloat16]):
         raise TypeError(f"numpy has no bfloat16, so {bad[0]!r} cannot go into a .pkl; write .pth or .safetensors")
-    descriptor, temp = tempfile.mkstemp(dir=folder, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            _serialize(tensors, p.suffix, pickle_key, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, _file_mode(p))  # mkstemp makes 0600; give OUT the mode a plain open() would
-        os.replace(temp, p)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
+    with atomic_write(p, "wb") as f:
+        _serialize(tensors, p.suffix, pickle_key, f)
+        os.chmod(f.name, _file_mode(p))  # keep an existing OUT's mode, else what a plain open() would give
     return p
 
 

@@ -14,6 +14,8 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from resbone.utils.files import atomic_write
+
 __all__ = ["SHAPE_CLASSES", "SHAPES_DEFAULTS", "generate_shapes", "generate_shapes_split"]
 
 SHAPE_CLASSES = ("square", "circle", "triangle")
@@ -97,19 +99,17 @@ def generate_shapes_split(out_dir: str, split: str, *, num_images: int, image_si
         image, objects = _render(rng, image_size)
         file_name = f"{index + 1:06d}.png"
         path = os.path.join(image_dir, file_name)
-        image.save(path + f".tmp{os.getpid()}", format="PNG")
-        os.replace(path + f".tmp{os.getpid()}", path)  # another process may be generating the same set
+        with atomic_write(path) as handle:  # another process may be generating the same set
+            image.save(handle, format="PNG")
         images.append(dict(id=index + 1, file_name=file_name, width=image_size, height=image_size))
         for obj in objects:
             annotations.append(dict(id=len(annotations) + 1, image_id=index + 1,
                                     category_id=cat_ids[obj["category"]], bbox=obj["bbox"],
                                     area=obj["area"], iscrowd=0))
     ann_file = os.path.join(out_dir, "annotations", f"instances_{split}.json")
-    tmp = ann_file + f".tmp{os.getpid()}"
-    with open(tmp, "w") as handle:
+    with atomic_write(ann_file, "w") as handle:  # the json appears last and whole: the split is complete
         json.dump(dict(images=images, annotations=annotations, categories=categories,
                        info=dict(description=f"resbone shapes, seed {seed}, {image_size}px")), handle)
-    os.replace(tmp, ann_file)  # the json appears last and whole: its presence means the split is complete
     return ann_file
 
 
