@@ -145,3 +145,17 @@ def test_models_without_a_network_method_are_refused():
     with pytest.raises(TypeError, match="has no forward_head"):
         accelerate_model(TinyDetector(), compile=True)
     assert isinstance(accelerate_model(TinyDetector()), TinyDetector)  # nothing asked, nothing done
+
+
+def test_trainer_applies_model_channels_last_and_compile(tmp_path):
+    from resbone.engine.trainer import Trainer
+    from tests.helpers.detectors import tiny_cfg
+
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    trainer = Trainer(tiny_cfg(data, out, "MODEL.CHANNELS_LAST", "True"), model=_tiny_fcos())
+    try:
+        assert trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    finally:
+        trainer.close()
+    with pytest.raises(TypeError, match="TinyDetector has no forward_head"):
+        Trainer(tiny_cfg(data, str(tmp_path / "out2"), "MODEL.COMPILE", "True"), model=TinyDetector())
