@@ -79,12 +79,20 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_compiled_network_gives_the_eager_losses_and_gradients():
+def test_compiled_network_gives_the_eager_losses_gradients_and_detections():
     model = _tiny_fcos()
     eager = _losses_and_grads(model)
     compiled = compile_network(copy.deepcopy(model), backend="aot_eager")
     assert type(compiled) is type(model) and compiled.state_dict().keys() == model.state_dict().keys()
     _assert_same(eager, _losses_and_grads(compiled), rtol=1e-4, atol=1e-5)
+    images, _ = _batch()
+    with torch.no_grad():  # evaluation: the same detections (from a head confident enough to give some)
+        for detector in (model, compiled):
+            detector.head.cls_logits.bias.fill_(0.0)
+        for expected, got in zip(model.eval()(images), compiled.eval()(images)):
+            assert torch.equal(got["labels"], expected["labels"]) and len(expected["boxes"]) > 0
+            torch.testing.assert_close(got["boxes"], expected["boxes"], rtol=1e-4, atol=1e-3)
+            torch.testing.assert_close(got["scores"], expected["scores"], rtol=1e-4, atol=1e-5)
 
 
 def test_channels_last_gives_the_eager_losses_and_gradients():
