@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from resbone.engine import distributed as comm
+from resbone.engine.accelerate import accelerate_model, autocast
 from resbone.engine.checkpoint import last_checkpoint, load_training_state, load_weights, save_checkpoint
 from resbone.engine.config import check_weight
 from resbone.engine.data import build_dataset, build_train_batches, per_rank
@@ -106,7 +107,8 @@ class Trainer:
             else:  # torch's SyncBatchNorm runs on GPUs only
                 logger.warning("MODEL.USE_SYNCBN: SyncBatchNorm needs GPUs; on the CPU each process keeps "
                                "its own BatchNorm statistics")
-        return model.to(self.device)
+        return accelerate_model(model.to(self.device), compile=bool(self.cfg.MODEL.COMPILE),
+                                channels_last=bool(self.cfg.MODEL.CHANNELS_LAST))
 
     # -- checkpoints
     def _state(self, iteration: int) -> dict:
@@ -149,8 +151,7 @@ class Trainer:
     def step(self, model: nn.Module, images: list, targets: list, iteration: int) -> dict[str, float]:
         """One SGD iteration of `model` (self.model, or its DDP wrapper) on a batch already on the device;
         returns the losses averaged over the processes."""
-        with torch.autocast(self.device.type, enabled=self.amp,
-                            dtype=torch.float16 if self.device.type == "cuda" else torch.bfloat16):
+        with autocast(self.device, enabled=self.amp, dtype=self.cfg.SOLVER.AMP_DTYPE):
             loss_dict = model(images, targets)
         loss = sum(loss_dict.values())
         if not torch.isfinite(loss):
@@ -254,6 +255,8 @@ class Trainer:
                     append_records(self._metrics_path, [dict(iter=cfg.SOLVER.MAX_ITER, dataset=name, **metrics)
                                                         for name, metrics in result["eval"].items()])
                     write_json(os.path.join(self.output_dir, "eval_results.json"), result["eval"])
+        if main:
+            logger.info("run finished in %.1f s (training and evaluation)", log.elapsed())
         return result
 
 
