@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The main job: FCOS (R-18-FPN, from scratch) trained on the synthetic shapes set (generated on first
-# use under ./datasets), then COCO AP on shapes_val; about 10 minutes on 2 CPU cores.
+# use under ./datasets), then COCO AP on shapes_val and a grid of drawn validation images; about 14 minutes on
+# 2 CPU cores (README: the demo).
 demo: $(STAMP)
 	$(VENV)/bin/resbone summary resnet18
 	$(VENV)/bin/resbone train configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
