@@ -201,6 +201,11 @@ _C.SOLVER.LOG_PERIOD = 20
 _C.SOLVER.TEST_AFTER_TRAIN = True
 # A tqdm bar with ETA and losses on the main process; False for logs that are files.
 _C.SOLVER.PROGRESS_BAR = True
+# Short from-scratch schedules converge in fewer iterations with AdamW and a cosine decay (detectron2's
+# WarmupCosineLR, down to BASE_LR_END); FCOS: SGD with WarmupMultiStepLR.
+_C.SOLVER.OPTIMIZER = "SGD"
+_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
+_C.SOLVER.BASE_LR_END = 0.0
 
 # What makes resbone's FCOS compute exactly what torchvision's fcos_resnet50_fpn computes (besides the
 # weights, which resbone.convert.torchvision.fcos_from_torchvision maps, and NUM_CLASSES, which follows the

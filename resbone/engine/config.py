@@ -21,6 +21,7 @@ from yacs.config import CfgNode as _YacsCfgNode
 
 from resbone.detection.defaults import detector_cfg
 from resbone.detection.fcos import IOU_LOSS_TYPES
+from resbone.engine.solver import LR_SCHEDULERS, OPTIMIZERS
 
 __all__ = ["AMP_DTYPES", "CfgNode", "check_cfg", "check_weight", "get_cfg", "load_cfg", "merge_from_file",
            "merge_from_list"]
@@ -176,6 +177,7 @@ AMP_DTYPES = ("auto", "bfloat16", "float16")  # SOLVER.AMP_DTYPE; 'auto' = float
 _CHOICES = {
     "SOLVER.WARMUP_METHOD": ("constant", "linear"),
     "SOLVER.AMP_DTYPE": AMP_DTYPES,
+    "SOLVER.OPTIMIZER": OPTIMIZERS, "SOLVER.LR_SCHEDULER_NAME": LR_SCHEDULERS,
     "MODEL.FCOS.IOU_LOSS_TYPE": IOU_LOSS_TYPES,
 }
 _INF = math.inf
@@ -190,6 +192,7 @@ _RANGES = {
     # GAMMA multiplies the lr at each step: a decay (FCOS: 0.1); above 1 is a typo more often than a plan
     "SOLVER.GAMMA": (0, 1, False, True), "SOLVER.WARMUP_FACTOR": (0, 1, False, True),
     "SOLVER.WARMUP_ITERS": (0, _INF, True, False), "SOLVER.CLIP_GRAD_NORM": (0, _INF, True, False),
+    "SOLVER.BASE_LR_END": (0, _INF, True, False),
     "DATALOADER.NUM_WORKERS": (0, _INF, True, False), "INPUT.HORIZONTAL_FLIP_PROB_TRAIN": (0, 1, True, True),
 }
 

@@ -15,6 +15,7 @@ from torch import nn
 from resbone import convert as resbone_convert
 from resbone.detection.data import COCODetection, read_image, resolve_dataset
 from resbone.detection.detector import build_detector
+from resbone.engine.accelerate import accelerate_model
 from resbone.engine.checkpoint import load_training_state
 from resbone.engine.data import build_dataset, shapes_settings
 from resbone.engine.evaluation import evaluate
@@ -89,13 +90,16 @@ def _recorded_class_names(weights: str) -> list[str] | None:
 
 
 def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads: int | None = None) -> EvalResults:
-    """COCO AP of a checkpoint on every set of DATASETS.TEST (runs under torchrun too)."""
+    """COCO AP of a checkpoint on every set of DATASETS.TEST (runs under torchrun too); MODEL.COMPILE and
+    MODEL.CHANNELS_LAST apply as in training."""
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty; name the sets to evaluate, e.g. "
                          "DATASETS.TEST \"('shapes_val',)\"")
     device = start_process(cfg, threads=threads)
     model, _, partial = _load_detector(cfg, weights, allow_missing=allow_missing)
-    results = EvalResults(evaluate(cfg, model.to(device), device))
+    model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
+                             channels_last=bool(cfg.MODEL.CHANNELS_LAST))
+    results = EvalResults(evaluate(cfg, model, device))
     results.partial_weights = partial
     return results
 

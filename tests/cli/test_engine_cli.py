@@ -73,3 +73,17 @@ def test_num_classes_must_fit_the_data(tmp_path, capsys):
                  "DATASETS.SHAPES.NUM_TRAIN", "2", "DATASETS.SHAPES.NUM_VAL", "1", "DATASETS.SHAPES.IMAGE_SIZE", "32",
                  "OUTPUT_DIR", str(tmp_path / "out")]) == 2
     assert "set MODEL.FCOS.NUM_CLASSES 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "eval"])
+def test_compile_flag_is_model_compile(command):
+    from resbone.cli import build_parser
+    from resbone.cli.detection import _config
+
+    extra = ["--weights", "w.pth"] if command == "eval" else []
+    args = build_parser().parse_args([command, "configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7", *extra,
+                                      "--compile"])
+    cfg = _config(args)
+    assert cfg.MODEL.COMPILE is True and cfg.SOLVER.MAX_ITER == 7
+    args = build_parser().parse_args([command, "configs/fcos/shapes_R_18_FPN.yaml", *extra])
+    assert _config(args).MODEL.COMPILE is False

@@ -1,6 +1,8 @@
 """SGD parameter groups and the warmup + multi-step schedule, against hand-computed values (FCOS's rules)."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -52,3 +54,38 @@ def test_bias_lr_factor_and_weight_decay_groups():
     before = model[1].weight.detach().clone()
     optimizer.step()
     torch.testing.assert_close(model[1].weight.detach(), before - 0.1 * (1 + 0.001 * before), rtol=0, atol=1e-7)
+
+
+def test_cosine_schedule_after_warmup():
+    # detectron2's WarmupCosineLR: 0.1 * warmup(i) * (end + (1 - end) * (1 + cos(pi * i / 10)) / 2), end = 0.01/0.1
+    cfg = _cfg("SOLVER.LR_SCHEDULER_NAME", "WarmupCosineLR", "SOLVER.MAX_ITER", "10", "SOLVER.STEPS", "()",
+               "SOLVER.BASE_LR_END", "0.01")
+    warmup = [0.2, 0.4, 0.6, 0.8] + [1.0] * 6
+    expected = [0.1 * w * (0.1 + 0.9 * (1 + math.cos(math.pi * i / 10)) / 2) for i, w in enumerate(warmup)]
+    assert _lrs(cfg) == pytest.approx(expected, rel=1e-12)
+    assert _lrs(cfg, 12)[-1] == pytest.approx(0.01)  # past MAX_ITER the lr stays at BASE_LR_END
+
+
+def test_adamw_step_is_the_decoupled_update():
+    cfg = _cfg("SOLVER.OPTIMIZER", "AdamW", "SOLVER.WEIGHT_DECAY", "0.05", "SOLVER.WARMUP_ITERS", "0")
+    model = nn.Linear(3, 2)
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    model.weight.grad = torch.full_like(model.weight, 0.5)
+    model.bias.grad = -torch.ones_like(model.bias)
+    weight, bias = model.weight.detach().clone(), model.bias.detach().clone()
+    optimizer.step()
+    # first Adam step: the bias-corrected moments are g and g^2, so the step is lr * g / (|g| + eps); the decay
+    # shrinks the weight by lr * wd first; the bias has BIAS_LR_FACTOR 2 (lr 0.2) and no decay
+    torch.testing.assert_close(model.weight.detach(), weight * (1 - 0.1 * 0.05) - 0.1 * 0.5 / (0.5 + 1e-8))
+    torch.testing.assert_close(model.bias.detach(), bias + 0.2 / (1 + 1e-8))
+
+
+@pytest.mark.parametrize("opts, message", [
+    (("SOLVER.OPTIMIZER", "Adam"), "SOLVER.OPTIMIZER must be one of 'SGD', 'AdamW'"),
+    (("SOLVER.LR_SCHEDULER_NAME", "Cosine"), "SOLVER.LR_SCHEDULER_NAME must be one of"),
+    (("SOLVER.BASE_LR_END", "0.5"), "SOLVER.BASE_LR_END must be in"),
+])
+def test_unknown_optimizer_or_schedule_is_named(opts, message):
+    with pytest.raises(ValueError, match=message):
+        _lrs(_cfg(*opts))
