@@ -81,7 +81,8 @@ class ThreadChoice:
     def __str__(self) -> str:
         why = "" if self.source == "cores / processes" else f", set by {self.source}"
         return (f"using {self.threads} intra-op threads ({self.cores} cores available, {self.processes} "
-                f"process{'es' if self.processes != 1 else ''}{why})")
+                f"process{'es' if self.processes != 1 else ''}{why}; OMP_WAIT_POLICY "
+                f"{os.environ.get('OMP_WAIT_POLICY', 'unset')})")
 
 
 def _available_cores() -> int:
