@@ -55,6 +55,8 @@ def lr_factor(iteration: int, *, steps, gamma: float, warmup_factor: float, warm
         raise ValueError(f"SOLVER.WARMUP_METHOD must be 'constant' or 'linear', got {warmup_method!r}")
     if name not in LR_SCHEDULERS:
         raise ValueError(f"SOLVER.LR_SCHEDULER_NAME must be one of {', '.join(LR_SCHEDULERS)}, got {name!r}")
+    if name == "WarmupCosineLR" and max_iter <= 0:
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME WarmupCosineLR needs SOLVER.MAX_ITER > 0, got {max_iter}")
     warmup = 1.0
     if iteration < warmup_iters:
         if warmup_method == "constant":
@@ -71,8 +73,6 @@ def lr_factor(iteration: int, *, steps, gamma: float, warmup_factor: float, warm
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped once per iteration, after the optimizer; its state_dict carries the iteration."""
     solver = cfg.SOLVER
-    if solver.LR_SCHEDULER_NAME == "WarmupCosineLR" and solver.MAX_ITER <= 0:
-        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME WarmupCosineLR needs SOLVER.MAX_ITER > 0, got {solver.MAX_ITER}")
     if not 0.0 <= solver.BASE_LR_END <= solver.BASE_LR:
         raise ValueError(f"SOLVER.BASE_LR_END must be in [0, SOLVER.BASE_LR = {solver.BASE_LR}], "
                          f"got {solver.BASE_LR_END}")
