@@ -26,8 +26,11 @@ __all__ = ["load_state_dict_file", "save_state_dict_file", "unwrap_state_dict", 
 
 FORMATS = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".pkl")
 # Wrappers that training frameworks put around the weights (torchvision/timm: none; mmcv: state_dict;
-# detectron2 / maskrcnn-benchmark: model; some repos: net; Detectron pickles: blobs).
-_WRAPPERS = ("state_dict", "model", "net", "blobs", "model_state", "module")
+# detectron2 / maskrcnn-benchmark: model; some repos: net; Detectron pickles: blobs). The moving average
+# of the weights comes first where a checkpoint holds one, as timm's load_checkpoint(use_ema=True) does:
+# resbone's MODEL_EMA (model_ema) and timm's train.py (state_dict_ema). mmengine's EMAHook already swaps
+# the average into state_dict.
+_WRAPPERS = ("model_ema", "state_dict_ema", "state_dict", "model", "net", "blobs", "model_state", "module")
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"),
     ("numpy", "ndarray"),
@@ -126,7 +129,8 @@ def _why(error: Exception) -> str:
 
 def unwrap_state_dict(obj: Any) -> StateDict:
     """The state dict inside a checkpoint object: descends through `state_dict` / `model` / `net` /
-    `blobs` wrappers, drops a `module.` (DataParallel/DDP) prefix, turns numpy arrays into tensors and
+    `blobs` wrappers (an EMA's `model_ema` / `state_dict_ema` first), drops a `module.` (DataParallel/DDP)
+    prefix, turns numpy arrays into tensors and
     leaves out non-tensor entries (step counters, strings)."""
     for _ in range(4):
         if not isinstance(obj, Mapping):

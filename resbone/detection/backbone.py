@@ -115,10 +115,21 @@ def build_fcos_backbone(cfg: Mapping[str, Any]) -> nn.Module:
     if freeze_at > num_stages + 1:
         raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT={freeze_at} exceeds the {num_stages} stages + stem "
                          f"of {body!r}; allowed 0..{num_stages + 1}")
-    if int(resnets["RES2_OUT_CHANNELS"]) != (64 if depth in (18, 34) else 256):
-        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={resnets['RES2_OUT_CHANNELS']} does not fit {body!r}: "
-                         f"ResNet-50/101/152 bodies have 256 (64 x expansion 4), ResNet-18/34 bodies 64 "
-                         f"(BasicBlock); set MODEL.RESNETS.RES2_OUT_CHANNELS accordingly")
+    res2 = resnets["RES2_OUT_CHANNELS"]
+    if isinstance(res2, bool) or not isinstance(res2, int) or res2 < 1:
+        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS must be a positive int, got {res2!r}")
+    if depth in (18, 34):
+        # BasicBlock bodies: res2 has RES2_OUT_CHANNELS channels and every later stage doubles it, as in
+        # maskrcnn-benchmark (stage i: RES2_OUT_CHANNELS * 2**i); 64 is torchvision's ResNet-18/34.
+        if res2 % 8:
+            raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={res2} for {body!r} must be a multiple of 8")
+        base_channels = res2
+    elif res2 != 256:
+        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS={res2} does not fit {body!r}: ResNet-50/101/152 "
+                         f"bodies have 256 (64 x expansion 4; the bottleneck width is NUM_GROUPS x "
+                         f"WIDTH_PER_GROUP); set MODEL.RESNETS.RES2_OUT_CHANNELS 256")
+    else:
+        base_channels = 64
     dilation = resnets["RES5_DILATION"]
     if dilation not in (1, 2):
         raise ValueError(f"MODEL.RESNETS.RES5_DILATION must be 1 or 2, got {dilation!r}")
@@ -128,7 +139,8 @@ def build_fcos_backbone(cfg: Mapping[str, Any]) -> nn.Module:
     dilations = (1, 1, 1, dilation)[:num_stages]
     norm_cfg = _fcos_norm(resnets, cfg["MODEL"]["GROUP_NORM"], float(backbone["FROZEN_BN_EPS"]))
     return ResNet(depth, num_classes=None, num_stages=num_stages, out_indices=out_indices,
-                  stem_channels=int(resnets["STEM_OUT_CHANNELS"]), strides=strides, dilations=dilations,
+                  stem_channels=int(resnets["STEM_OUT_CHANNELS"]), base_channels=base_channels, strides=strides,
+                  dilations=dilations,
                   style="caffe" if resnets["STRIDE_IN_1X1"] else "pytorch",
                   groups=int(resnets["NUM_GROUPS"]), base_width=int(resnets["WIDTH_PER_GROUP"]),
                   norm_cfg=norm_cfg, dcn=dcn, stage_with_dcn=stage_with_dcn, frozen_stages=freeze_at - 1)

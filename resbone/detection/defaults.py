@@ -189,6 +189,11 @@ _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
 _C.DATASETS.ROOT = ""
 # The built-in `shapes_train` / `shapes_val` sets are generated on first use with these settings.
 _C.DATASETS.SHAPES = CN({key.upper(): value for key, value in SHAPES_DEFAULTS.items()})
+# An exponential moving average of the weights, evaluated and saved beside them (d2go's MODEL_EMA); the
+# decay ramps up as min(DECAY, (1 + n) / (10 + n)) after n steps. Off: FCOS.
+_C.MODEL_EMA = CN()
+_C.MODEL_EMA.ENABLED = False
+_C.MODEL_EMA.DECAY = 0.999
 # Mixed precision (autocast; a gradient scaler with float16 on CUDA); off: float32, as FCOS.
 _C.SOLVER.AMP = False
 # The autocast dtype when AMP is on: 'auto' = float16 on CUDA, bfloat16 on the CPU; or 'bfloat16' / 'float16'.

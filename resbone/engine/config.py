@@ -192,7 +192,7 @@ _RANGES = {
     # GAMMA multiplies the lr at each step: a decay (FCOS: 0.1); above 1 is a typo more often than a plan
     "SOLVER.GAMMA": (0, 1, False, True), "SOLVER.WARMUP_FACTOR": (0, 1, False, True),
     "SOLVER.WARMUP_ITERS": (0, _INF, True, False), "SOLVER.CLIP_GRAD_NORM": (0, _INF, True, False),
-    "SOLVER.BASE_LR_END": (0, _INF, True, False),
+    "SOLVER.BASE_LR_END": (0, _INF, True, False), "MODEL_EMA.DECAY": (0, 1, True, False),
     "DATALOADER.NUM_WORKERS": (0, _INF, True, False), "INPUT.HORIZONTAL_FLIP_PROB_TRAIN": (0, 1, True, True),
 }
 

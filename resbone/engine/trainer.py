@@ -25,6 +25,7 @@ from resbone.engine.accelerate import accelerate_model, autocast
 from resbone.engine.checkpoint import last_checkpoint, load_training_state, load_weights, save_checkpoint
 from resbone.engine.config import check_weight
 from resbone.engine.data import build_dataset, build_train_batches, per_rank
+from resbone.engine.ema import ModelEMA
 from resbone.engine.evaluation import evaluate
 from resbone.engine.metrics import append_records, truncate_records, write_json
 from resbone.engine.output_dir import claim_output_dir
@@ -52,7 +53,9 @@ class Trainer:
 
     `trainer.train()` runs SOLVER.MAX_ITER iterations (from the last checkpoint if resume=True), saves
     model_NNNNNNN.pth every CHECKPOINT_PERIOD and model_final.pth, then evaluates on DATASETS.TEST when
-    SOLVER.TEST_AFTER_TRAIN; returns {'iteration', 'loss', 'eval': {...}}.
+    SOLVER.TEST_AFTER_TRAIN; returns {'iteration', 'loss', 'eval': {...}}. With MODEL_EMA.ENABLED the moving
+    average of the weights (`final_model`) is what is evaluated; checkpoints hold it as `model_ema`, beside
+    the trained weights, and loading a checkpoint's weights (MODEL.WEIGHT, --weights) takes the average.
     An OUTPUT_DIR holding a run is refused unless `resume` or `overwrite`; the trainer holds OUTPUT_DIR/run.lock
     from construction to the end of train() (or close()). `threads`: intra-op threads (default:
     OMP_NUM_THREADS, else this process's share of the cores, see runtime.choose_threads)."""
@@ -107,15 +110,26 @@ class Trainer:
             else:  # torch's SyncBatchNorm runs on GPUs only
                 logger.warning("MODEL.USE_SYNCBN: SyncBatchNorm needs GPUs; on the CPU each process keeps "
                                "its own BatchNorm statistics")
-        return accelerate_model(model.to(self.device), compile=bool(self.cfg.MODEL.COMPILE),
-                                channels_last=bool(self.cfg.MODEL.CHANNELS_LAST))
+        model = model.to(self.device)
+        accelerate = dict(compile=bool(self.cfg.MODEL.COMPILE), channels_last=bool(self.cfg.MODEL.CHANNELS_LAST))
+        # the average is copied from the eager model (a compiled forward would still point at the original)
+        self.ema = ModelEMA(model, self.cfg.MODEL_EMA.DECAY) if self.cfg.MODEL_EMA.ENABLED else None
+        if self.ema is not None:
+            accelerate_model(self.ema.module, **accelerate)
+        return accelerate_model(model, **accelerate)
+
+    @property
+    def final_model(self) -> nn.Module:
+        """The weights a run evaluates and deploys: the moving average with MODEL_EMA, else the model."""
+        return self.model if self.ema is None else self.ema.module
 
     # -- checkpoints
     def _state(self, iteration: int) -> dict:
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                     scheduler=self.scheduler.state_dict(), scaler=self.scaler.state_dict(),
                     iteration=iteration, cfg=self.cfg.dump(), class_names=list(self.dataset.class_names),
-                    torch_rng=torch.get_rng_state(), python_rng=_python_rng_state())
+                    torch_rng=torch.get_rng_state(), python_rng=_python_rng_state(),
+                    **({} if self.ema is None else dict(model_ema=self.ema.state_dict())))
 
     def _resume(self) -> None:
         path = last_checkpoint(self.output_dir)
@@ -128,6 +142,11 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None and "model_ema" in state:
+                self.ema.load_state_dict(state["model_ema"])
+            elif self.ema is not None:  # EMA turned on for the rest of a run: it starts from these weights
+                logger.warning("--resume: %s has no MODEL_EMA weights; the average starts at iteration %d",
+                               path, int(state["iteration"]))
             torch.set_rng_state(state["torch_rng"])
             random.setstate(_python_rng_restore(state["python_rng"]))
             self.start_iter = int(state["iteration"])
@@ -166,6 +185,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         return comm.reduce_mean({"loss": loss.item(), **{k: v.item() for k, v in loss_dict.items()}})
 
     def _next_batch(self, batches) -> tuple[list, list, float]:
@@ -249,7 +270,7 @@ class Trainer:
                         elapsed, elapsed / iterations, log.last.get("loss", math.nan))
         result = dict(iteration=cfg.SOLVER.MAX_ITER, loss=log.last.get("loss", math.nan))
         if cfg.SOLVER.TEST_AFTER_TRAIN and cfg.DATASETS.TEST:
-            result["eval"] = evaluate(cfg, self.model, self.device, progress=bool(cfg.SOLVER.PROGRESS_BAR))
+            result["eval"] = evaluate(cfg, self.final_model, self.device, progress=bool(cfg.SOLVER.PROGRESS_BAR))
             if main:
                 with naming_write_errors(self.output_dir):
                     append_records(self._metrics_path, [dict(iter=cfg.SOLVER.MAX_ITER, dataset=name, **metrics)

@@ -41,6 +41,37 @@ def test_fcos_bodies_return_their_maps_with_strides_and_channels(body, strides, 
     assert [o.shape[1:] for o in outs] == [(c, 64 // s, 64 // s) for c, s in zip(channels, strides)]
 
 
+def _group_norm_32(channels: int, **kwargs) -> nn.GroupNorm:
+    return nn.GroupNorm(32, channels, **kwargs)
+
+
+def test_narrow_basicblock_body_computes_what_timm_computes_with_those_channels(rng):
+    """RES2_OUT_CHANNELS sets a BasicBlock body's width (stage i: RES2_OUT_CHANNELS * 2**i, as in
+    maskrcnn-benchmark); timm's ResNet with channels=(32, 64, 128, 256) is the reference (its 7x7 stem keeps
+    64 channels, so layer1 gets a 64 -> 32 projection shortcut in both)."""
+    timm_resnet = pytest.importorskip("timm.models.resnet")
+    cfg = fcos_cfg("R-18-FPN-RETINANET", RES2_OUT_CHANNELS=32, STEM_OUT_CHANNELS=64, STEM_FUNC="StemWithGN",
+                   TRANS_FUNC="BottleneckWithGN")
+    ours = build_fcos_backbone(cfg).eval()
+    assert [i["channels"] for i in ours.feature_info] == [64, 128, 256]
+    ref = timm_resnet.ResNet(timm_resnet.BasicBlock, [2, 2, 2, 2], num_classes=0,
+                             channels=(32, 64, 128, 256), norm_layer=_group_norm_32).eval()
+    for module in ref.modules():  # GroupNorm's weight/bias start at 1/0: randomize them so they matter
+        if isinstance(module, nn.GroupNorm):
+            nn.init.normal_(module.weight, 1.0, 0.2, generator=rng)
+            nn.init.normal_(module.bias, 0.0, 0.2, generator=rng)
+    ours.load_state_dict({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")})
+    x = torch.randn(2, 3, 96, 96, generator=rng)
+    with torch.no_grad():
+        c2 = ref.layer1(ref.maxpool(ref.act1(ref.bn1(ref.conv1(x)))))
+        expected = [ref.layer2(c2)]
+        expected += [ref.layer3(expected[-1])]
+        expected += [ref.layer4(expected[-1])]
+        got = ours(x)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b)
+
+
 def test_fcos_stage_specs_give_the_block_counts():
     for body, blocks in (("R-101-C4", [3, 4, 23]), ("R-152-FPN", [3, 8, 36, 3])):
         model = build_fcos_backbone(fcos_cfg(body))
@@ -101,6 +132,8 @@ def test_fcos_stride_groups_gn_dcn_and_dilation_keys():
     ("R-50-FPN", dict(TRANS_FUNC="BottleneckWithGN"), {}, ValueError, ["StemWithFixedBatchNorm", "BottleneckWithGN"]),
     ("R-50-FPN", dict(STAGE_WITH_DCN=(False, True, True)), {}, ValueError, ["STAGE_WITH_DCN", "4"]),
     ("R-50-FPN", dict(RES2_OUT_CHANNELS=128), {}, ValueError, ["RES2_OUT_CHANNELS=128", "256"]),
+    ("R-18-FPN-RETINANET", dict(RES2_OUT_CHANNELS=36), {}, ValueError, ["RES2_OUT_CHANNELS=36", "multiple of 8"]),
+    ("R-18-FPN-RETINANET", dict(RES2_OUT_CHANNELS=0), {}, ValueError, ["RES2_OUT_CHANNELS", "positive", "0"]),
     ("R-50-FPN", dict(RES5_DILATION=4), {}, ValueError, ["RES5_DILATION", "4"]),
     ("R-50-FPN", dict(DEFORMABLE_GROUPS=0), {}, ValueError, ["DEFORMABLE_GROUPS", "0"]),
     ("R-50-FPN", {}, dict(FREEZE_CONV_BODY_AT=6), ValueError, ["FREEZE_CONV_BODY_AT=6", "0..5"]),
