@@ -130,8 +130,7 @@ def _why(error: Exception) -> str:
 def unwrap_state_dict(obj: Any) -> StateDict:
     """The state dict inside a checkpoint object: descends through `state_dict` / `model` / `net` /
     `blobs` wrappers (an EMA's `model_ema` / `state_dict_ema` first), drops a `module.` (DataParallel/DDP)
-    prefix, turns numpy arrays into tensors and
-    leaves out non-tensor entries (step counters, strings)."""
+    prefix, turns numpy arrays into tensors and leaves out non-tensor entries (step counters, strings)."""
     for _ in range(4):
         if not isinstance(obj, Mapping):
             break
