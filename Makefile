@@ -22,11 +22,12 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The main job: FCOS (R-18-FPN, from scratch) trained on the synthetic shapes set (generated on first
-# use under ./datasets), then COCO AP on shapes_val and a grid of drawn validation images; about 14 minutes on
-# 2 CPU cores (README: the demo).
+# use under ./datasets), then COCO AP on shapes_val and a grid of drawn validation images; about 7 minutes on
+# 2 CPU cores (README: the demo). One intra-op thread: the demo's ops are small, so a second thread gains
+# little alone and loses 3x as soon as another process wants a core (README: threads).
 demo: $(STAMP)
 	$(VENV)/bin/resbone summary resnet18
-	$(VENV)/bin/resbone train configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
+	$(VENV)/bin/resbone train --threads 1 configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
 	$(VENV)/bin/resbone predict configs/fcos/shapes_R_18_FPN.yaml --weights demo_output/model_final.pth \
 		--grid 8 --out demo_output/predictions
 

@@ -13,9 +13,10 @@ boxes to threshold, sort and suppress (up to the 100-detection cap), as with a t
 rows: both eager, resbone's fast path (resbone.deploy.prepare_for_inference: norms folded, channels_last,
 the dense network compiled with inductor freezing; `--no-compile` leaves it eager) and onnxruntime
 (resbone.deploy.export_onnx of the whole detector + the numpy post-processing, OnnxDetector).
-Demo R-18-FPN: configs/fcos/shapes_R_18_FPN.yaml (GroupNorm body, 64-channel pyramid, 2 convs per tower)
-against torchvision's FCOS built with the same layers and weights; its loss options differ in details
-(torchvision's), the work per iteration is the same.
+Demo R-18-FPN: configs/fcos/shapes_R_18_FPN.yaml (GroupNorm R-18 body half as wide as torchvision's, 64-channel
+pyramid, 4 convs per tower) against torchvision's FCOS built with the same layers and weights (its body is
+timm's ResNet with those widths); its loss options differ in details (torchvision's), the work per
+iteration is the same. Both train rows use SGD (the demo itself trains with AdamW).
 Timing is bench.timing's: interleaved repeats, medians, speeds relative to torchvision eager (> 1.00x =
 faster). Timings are never asserted.
 """
@@ -63,8 +64,10 @@ def build_r50(size: int, device: torch.device) -> dict[str, nn.Module]:
 
 
 def build_demo(size: int, device: torch.device) -> dict[str, nn.Module]:
-    """The demo's detector and torchvision's FCOS with the same layers (GroupNorm R-18, 64-channel FPN)."""
-    from torchvision.models import resnet18
+    """The demo's detector and torchvision's FCOS with the same layers: the body is timm's ResNet-18 with the
+    config's widths (GroupNorm, RES2_OUT_CHANNELS * 2**i per stage, a STEM_OUT_CHANNELS stem), the pyramid
+    and head torchvision's."""
+    from timm.models.resnet import BasicBlock, ResNet
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.fcos import FCOS as TorchvisionFCOS
     from torchvision.models.detection.fcos import FCOSHead
@@ -76,8 +79,20 @@ def build_demo(size: int, device: torch.device) -> dict[str, nn.Module]:
     cfg = load_cfg(DEMO_CONFIG, ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size),
                                  "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size)])
     channels, classes = int(cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS), int(cfg.MODEL.FCOS.NUM_CLASSES) - 1
-    body = BackboneWithFPN(resnet18(norm_layer=lambda c: nn.GroupNorm(32, c)),
-                           {"layer2": "0", "layer3": "1", "layer4": "2"}, [128, 256, 512], channels,
+    width, stem = int(cfg.MODEL.RESNETS.RES2_OUT_CHANNELS), int(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS)
+    widths = [width * 2 ** i for i in range(4)]
+
+    def group_norm(planes: int, **kwargs) -> nn.GroupNorm:
+        return nn.GroupNorm(32, planes, **kwargs)
+
+    resnet = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=0, channels=widths, norm_layer=group_norm)
+    if stem != 64:  # timm's 7x7 stem is 64 wide: give it the config's width (and layer1 its input)
+        resnet.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
+        resnet.bn1 = group_norm(stem)
+        resnet.layer1[0].conv1 = nn.Conv2d(stem, width, 3, 1, 1, bias=False)
+        if stem == width:
+            resnet.layer1[0].downsample = None
+    body = BackboneWithFPN(resnet, {"layer2": "0", "layer3": "1", "layer4": "2"}, widths[1:], channels,
                            extra_blocks=LastLevelP6P7(channels, channels))
     head = FCOSHead(channels, 1, classes, num_convs=int(cfg.MODEL.FCOS.NUM_CONVS))
     reference = TorchvisionFCOS(body, classes, min_size=size, max_size=size, head=head)
