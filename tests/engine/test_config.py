@@ -145,9 +145,22 @@ def _torchvision_fcos(cfg) -> nn.Module:
     assert body.endswith("-FPN-RETINANET") and body.startswith("R-") and model.RESNETS.NUM_GROUPS == 1, body
     assert not any(model.RESNETS.STAGE_WITH_DCN) and not model.FCOS.USE_DCN_IN_TOWER, "extend this reference"
     gn = model.RESNETS.TRANS_FUNC == "BottleneckWithGN"
-    resnet = getattr(torchvision.models, f"resnet{body.split('-')[1]}")(
-        norm_layer=(lambda c: nn.GroupNorm(32, c)) if gn else FrozenBatchNorm2d)
-    in_channels = [c * type(resnet.layer4[0]).expansion for c in (128, 256, 512)]
+    norm = (lambda c: nn.GroupNorm(32, c)) if gn else FrozenBatchNorm2d
+    width, stem = model.RESNETS.RES2_OUT_CHANNELS, model.RESNETS.STEM_OUT_CHANNELS
+    if (width, stem) == (64, 64) or body.split("-")[1] not in ("18", "34"):
+        resnet = getattr(torchvision.models, f"resnet{body.split('-')[1]}")(norm_layer=norm)
+    else:  # a narrower R-18/34 body: timm's ResNet has the widths (channels=), its stem is made as wide
+        timm_resnet = pytest.importorskip("timm.models.resnet")
+        layers = [2, 2, 2, 2] if body.split("-")[1] == "18" else [3, 4, 6, 3]
+        resnet = timm_resnet.ResNet(timm_resnet.BasicBlock, layers, channels=[width * 2 ** i for i in range(4)],
+                                    norm_layer=lambda c, **_: norm(c))
+        resnet.conv1, resnet.bn1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False), norm(stem)
+        resnet.layer1[0].conv1 = nn.Conv2d(stem, width, 3, 1, 1, bias=False)
+        if stem == width:
+            resnet.layer1[0].downsample = None
+    in_channels = [c * type(resnet.layer4[0]).expansion for c in (resnet.layer2[0].conv1.out_channels,
+                                                                  resnet.layer3[0].conv1.out_channels,
+                                                                  resnet.layer4[0].conv1.out_channels)]
     width = model.RESNETS.BACKBONE_OUT_CHANNELS
     p6_input = in_channels[-1] if model.RETINANET.USE_C5 else width
     fpn = BackboneWithFPN(resnet, {"layer2": "0", "layer3": "1", "layer4": "2"}, in_channels, width,
