@@ -24,7 +24,8 @@ $(STAMP): pyproject.toml Makefile
 # The main job: FCOS (R-18-FPN, from scratch) trained on the synthetic shapes set (generated on first
 # use under ./datasets), then COCO AP on shapes_val and a grid of drawn validation images; about 7 minutes on
 # 2 CPU cores (README: the demo). One intra-op thread: the demo's ops are small, so a second thread gains
-# little alone and loses 3x as soon as another process wants a core (README: threads).
+# a quarter at best (spinning, on an idle machine) and loses 2-3.5x as soon as another process wants a core
+# (README: threads).
 demo: $(STAMP)
 	$(VENV)/bin/resbone summary resnet18
 	$(VENV)/bin/resbone train --threads 1 configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite

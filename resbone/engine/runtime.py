@@ -49,10 +49,14 @@ def setup_logging(output_dir: str | None = None) -> None:
         logger.addHandler(handler)
     if output_dir and comm.is_main_process():
         path = os.path.abspath(os.path.join(output_dir, "log.txt"))
+        for old in [h for h in logger.handlers if getattr(h, "_resbone", None) == "file" and h.baseFilename != path]:
+            logger.removeHandler(old)  # an earlier run's log.txt (same process) gets none of this run's lines
+            old.close()
         if not any(getattr(h, "baseFilename", None) == path for h in logger.handlers):
             os.makedirs(output_dir, exist_ok=True)
             handler = logging.FileHandler(path)
             handler.setFormatter(formatter)
+            handler._resbone = "file"
             logger.addHandler(handler)
 
 

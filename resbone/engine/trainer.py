@@ -62,6 +62,7 @@ class Trainer:
 
     def __init__(self, cfg, *, model: nn.Module | None = None, resume: bool = False, overwrite: bool = False,
                  model_fn: Callable | None = None, threads: int | None = None) -> None:
+        self.created = time.perf_counter()  # the run's elapsed time counts the data it generates too
         self.cfg = cfg
         self.output_dir = cfg.OUTPUT_DIR
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
@@ -277,7 +278,9 @@ class Trainer:
                                                         for name, metrics in result["eval"].items()])
                     write_json(os.path.join(self.output_dir, "eval_results.json"), result["eval"])
         if main:
-            logger.info("run finished in %.1f s (training and evaluation)", log.elapsed())
+            total = time.perf_counter() - self.created
+            logger.info("run finished in %.1f s (data and model %.1f s, training and evaluation %.1f s)", total,
+                        total - log.elapsed(), log.elapsed())
         return result
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -83,6 +84,16 @@ def test_outputs_are_complete_and_safe(tmp_path):
     assert set(result["eval"]["shapes_val"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert json.load(open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))) == result["eval"]
     assert os.path.getsize(os.path.join(cfg.OUTPUT_DIR, "curves.png")) > 1000
+    # the elapsed time it prints counts the data it generated before training too
+    log = open(os.path.join(cfg.OUTPUT_DIR, "log.txt")).read()
+    total, before, during = map(float, re.search(r"run finished in ([\d.]+) s \(data and model ([\d.]+) s, "
+                                                 r"training and evaluation ([\d.]+) s\)", log).groups())
+    assert log.count("run finished") == 1 and during > 0 and abs(total - (before + during)) <= 0.15
+    # a second run in the same process writes its own log.txt and nothing into the first one's
+    second = tiny_cfg(str(tmp_path / "data"), str(tmp_path / "out2"), "SOLVER.MAX_ITER", "2")
+    Trainer(second, model_fn=lambda cfg: TinyDetector()).train()
+    assert open(os.path.join(cfg.OUTPUT_DIR, "log.txt")).read() == log
+    assert "training 0 -> 2 iterations" in open(os.path.join(second.OUTPUT_DIR, "log.txt")).read()
 
 
 def test_batch_larger_than_data_is_a_clear_error(tmp_path):
