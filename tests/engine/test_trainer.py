@@ -84,7 +84,7 @@ def test_outputs_are_complete_and_safe(tmp_path):
     assert set(result["eval"]["shapes_val"]) == {"AP", "AP50", "AP75", "APs", "APm", "APl"}
     assert json.load(open(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"))) == result["eval"]
     assert os.path.getsize(os.path.join(cfg.OUTPUT_DIR, "curves.png")) > 1000
-    # the elapsed time it prints counts the data it generated before training too
+    # the elapsed time it prints: the whole run, split into preparing (data, model) and training + evaluation
     log = open(os.path.join(cfg.OUTPUT_DIR, "log.txt")).read()
     total, before, during = map(float, re.search(r"run finished in ([\d.]+) s \(data and model ([\d.]+) s, "
                                                  r"training and evaluation ([\d.]+) s\)", log).groups())
