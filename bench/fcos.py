@@ -67,7 +67,6 @@ def build_demo(size: int, device: torch.device) -> dict[str, nn.Module]:
     """The demo's detector and torchvision's FCOS with the same layers: the body is timm's ResNet-18 with the
     config's widths (GroupNorm, RES2_OUT_CHANNELS * 2**i per stage, a STEM_OUT_CHANNELS stem), the pyramid
     and head torchvision's."""
-    from timm.models.resnet import BasicBlock, ResNet
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.fcos import FCOS as TorchvisionFCOS
     from torchvision.models.detection.fcos import FCOSHead
@@ -79,24 +78,30 @@ def build_demo(size: int, device: torch.device) -> dict[str, nn.Module]:
     cfg = load_cfg(DEMO_CONFIG, ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size),
                                  "INPUT.MIN_SIZE_TEST", str(size), "INPUT.MAX_SIZE_TEST", str(size)])
     channels, classes = int(cfg.MODEL.RESNETS.BACKBONE_OUT_CHANNELS), int(cfg.MODEL.FCOS.NUM_CLASSES) - 1
-    width, stem = int(cfg.MODEL.RESNETS.RES2_OUT_CHANNELS), int(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS)
-    widths = [width * 2 ** i for i in range(4)]
-
-    def group_norm(planes: int, **kwargs) -> nn.GroupNorm:
-        return nn.GroupNorm(32, planes, **kwargs)
-
-    resnet = ResNet(BasicBlock, [2, 2, 2, 2], num_classes=0, channels=widths, norm_layer=group_norm)
-    if stem != 64:  # timm's 7x7 stem is 64 wide: give it the config's width (and layer1 its input)
-        resnet.conv1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False)
-        resnet.bn1 = group_norm(stem)
-        resnet.layer1[0].conv1 = nn.Conv2d(stem, width, 3, 1, 1, bias=False)
-        if stem == width:
-            resnet.layer1[0].downsample = None
-    body = BackboneWithFPN(resnet, {"layer2": "0", "layer3": "1", "layer4": "2"}, widths[1:], channels,
-                           extra_blocks=LastLevelP6P7(channels, channels))
+    width = int(cfg.MODEL.RESNETS.RES2_OUT_CHANNELS)
+    resnet = timm_basic_resnet([2, 2, 2, 2], width, int(cfg.MODEL.RESNETS.STEM_OUT_CHANNELS),
+                               lambda planes: nn.GroupNorm(32, planes))
+    body = BackboneWithFPN(resnet, {"layer2": "0", "layer3": "1", "layer4": "2"}, [width * 2, width * 4, width * 8],
+                           channels, extra_blocks=LastLevelP6P7(channels, channels))
     head = FCOSHead(channels, 1, classes, num_convs=int(cfg.MODEL.FCOS.NUM_CONVS))
     reference = TorchvisionFCOS(body, classes, min_size=size, max_size=size, head=head)
     return _pair(reference, cfg, device)
+
+
+def timm_basic_resnet(layers: list[int], width: int, stem: int, norm: Callable[[int], nn.Module]) -> nn.Module:
+    """timm's BasicBlock ResNet with stage widths width * 2**i (timm's `channels=`) and a `stem`-wide 7x7 stem
+    (timm's is 64 wide: a narrower one is swapped in, with layer1's first conv, and its projection shortcut
+    dropped when layer1 keeps the stem's width), normalized by `norm(channels)`."""
+    from timm.models.resnet import BasicBlock, ResNet
+
+    resnet = ResNet(BasicBlock, layers, num_classes=0, channels=[width * 2 ** i for i in range(4)],
+                    norm_layer=lambda planes, **_: norm(planes))
+    if stem != 64:
+        resnet.conv1, resnet.bn1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False), norm(stem)
+        resnet.layer1[0].conv1 = nn.Conv2d(stem, width, 3, 1, 1, bias=False)
+        if stem == width:
+            resnet.layer1[0].downsample = None
+    return resnet
 
 
 def _pair(reference: nn.Module, cfg, device: torch.device) -> dict[str, nn.Module]:

@@ -2,8 +2,9 @@
 import os
 
 # Idle OpenMP threads sleep instead of spinning; libgomp reads this when torch loads it, so it applies when
-# resbone is imported first (the `resbone` command). With one other busy process on a 2-core machine the demo
-# step went from 0.96 s (spinning) to 0.50 s, and alone it is unchanged (README: threads). Set it to override.
+# resbone is imported first (the `resbone` command). With one other busy process on a 2-core machine an R-18
+# detector's step went from 0.96 s (spinning) to 0.50 s, at about the same speed alone; a model of small ops
+# pays for the wake-ups, which is why `make demo` runs one thread (README: threads). Set it to override.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from resbone.builders import build_backbone

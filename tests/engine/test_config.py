@@ -150,14 +150,11 @@ def _torchvision_fcos(cfg) -> nn.Module:
     if (width, stem) == (64, 64) or body.split("-")[1] not in ("18", "34"):
         resnet = getattr(torchvision.models, f"resnet{body.split('-')[1]}")(norm_layer=norm)
     else:  # a narrower R-18/34 body: timm's ResNet has the widths (channels=), its stem is made as wide
-        timm_resnet = pytest.importorskip("timm.models.resnet")
+        pytest.importorskip("timm")
+        from bench.fcos import timm_basic_resnet
+
         layers = [2, 2, 2, 2] if body.split("-")[1] == "18" else [3, 4, 6, 3]
-        resnet = timm_resnet.ResNet(timm_resnet.BasicBlock, layers, channels=[width * 2 ** i for i in range(4)],
-                                    norm_layer=lambda c, **_: norm(c))
-        resnet.conv1, resnet.bn1 = nn.Conv2d(3, stem, 7, 2, 3, bias=False), norm(stem)
-        resnet.layer1[0].conv1 = nn.Conv2d(stem, width, 3, 1, 1, bias=False)
-        if stem == width:
-            resnet.layer1[0].downsample = None
+        resnet = timm_basic_resnet(layers, width, stem, norm)
     in_channels = [c * type(resnet.layer4[0]).expansion for c in (resnet.layer2[0].conv1.out_channels,
                                                                   resnet.layer3[0].conv1.out_channels,
                                                                   resnet.layer4[0].conv1.out_channels)]
