@@ -28,8 +28,8 @@ $(STAMP): pyproject.toml Makefile
 # (README: threads).
 demo: $(STAMP)
 	$(VENV)/bin/resbone summary resnet18
-	$(VENV)/bin/resbone train --threads 1 configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
-	$(VENV)/bin/resbone predict configs/fcos/shapes_R_18_FPN.yaml --weights demo_output/model_final.pth \
+	$(VENV)/bin/resbone train --threads 1 resbone/configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
+	$(VENV)/bin/resbone predict resbone/configs/fcos/shapes_R_18_FPN.yaml --weights demo_output/model_final.pth \
 		--grid 8 --out demo_output/predictions
 
 test: $(STAMP)

@@ -13,7 +13,7 @@ boxes to threshold, sort and suppress (up to the 100-detection cap), as with a t
 rows: both eager, resbone's fast path (resbone.deploy.prepare_for_inference: norms folded, channels_last,
 the dense network compiled with inductor freezing; `--no-compile` leaves it eager) and onnxruntime
 (resbone.deploy.export_onnx of the whole detector + the numpy post-processing, OnnxDetector).
-Demo R-18-FPN: configs/fcos/shapes_R_18_FPN.yaml (GroupNorm R-18 body half as wide as torchvision's, 64-channel
+Demo R-18-FPN: resbone/configs/fcos/shapes_R_18_FPN.yaml (GroupNorm R-18 body half as wide as torchvision's, 64-channel
 pyramid, 4 convs per tower) against torchvision's FCOS built with the same layers and weights (its body is
 timm's ResNet with those widths); its loss options differ in details (torchvision's), the work per
 iteration is the same. Both train rows use SGD (the demo itself trains with AdamW).
@@ -34,7 +34,7 @@ from torch import nn
 from bench import timing
 
 NUM_CLASSES = 91  # torchvision's COCO head: 91 logit channels
-DEMO_CONFIG = "configs/fcos/shapes_R_18_FPN.yaml"
+DEMO_CONFIG = "resbone/configs/fcos/shapes_R_18_FPN.yaml"
 
 
 def build_r50(size: int, device: torch.device) -> dict[str, nn.Module]:

@@ -32,7 +32,7 @@ from resbone.utils.files import WriteError
 from tests.helpers.detectors import TinyDetector, tiny_cfg
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "fcos", "shapes_R_18_FPN.yaml")
+CONFIG = os.path.join(REPO, "resbone", "configs", "fcos", "shapes_R_18_FPN.yaml")
 ENV = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 from resbone.cli import main
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO, "configs", "fcos", "shapes_R_18_FPN.yaml")
+CONFIG = os.path.join(REPO, "resbone", "configs", "fcos", "shapes_R_18_FPN.yaml")
 
 
 def test_data_shapes(tmp_path, capsys):
@@ -81,9 +81,9 @@ def test_compile_flag_is_model_compile(command):
     from resbone.cli.detection import _config
 
     extra = ["--weights", "w.pth"] if command == "eval" else []
-    args = build_parser().parse_args([command, "configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7", *extra,
+    args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7", *extra,
                                       "--compile"])
     cfg = _config(args)
     assert cfg.MODEL.COMPILE is True and cfg.SOLVER.MAX_ITER == 7
-    args = build_parser().parse_args([command, "configs/fcos/shapes_R_18_FPN.yaml", *extra])
+    args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", *extra])
     assert _config(args).MODEL.COMPILE is False

@@ -142,7 +142,7 @@ def test_export_command_writes_the_demo_detector_with_its_checkpoint(tmp_path, s
     from resbone.detection.detector import build_detector
     from resbone.engine.config import load_cfg
 
-    config = "configs/fcos/shapes_R_18_FPN.yaml"
+    config = "resbone/configs/fcos/shapes_R_18_FPN.yaml"
     torch.manual_seed(0)
     model = build_detector(load_cfg(config, ["MODEL.FCOS.INFERENCE_TH", "0.1"])).eval()
     with torch.no_grad():  # detections to compare: a head that is not at its focal-loss prior

@@ -17,7 +17,7 @@ from resbone.engine.predictor import load_detector, predict_images
 from resbone.engine.trainer import build_detector_with_weight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIG = os.path.join(REPO, "configs", "fcos", "shapes_R_18_FPN.yaml")
+CONFIG = os.path.join(REPO, "resbone", "configs", "fcos", "shapes_R_18_FPN.yaml")
 NARROW = ["MODEL.DEVICE", "cpu", "MODEL.RESNETS.BACKBONE_OUT_CHANNELS", "64", "MODEL.FCOS.NUM_CONVS", "1",
           "INPUT.MIN_SIZE_TEST", "64", "INPUT.MAX_SIZE_TEST", "64"]
 
