@@ -78,11 +78,11 @@ def test_num_classes_must_fit_the_data(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["train", "eval"])
 def test_compile_flag_is_model_compile(command):
     from resbone.cli import build_parser
-    from resbone.cli.detection import _config
+    from resbone.cli.tasks import _config
 
     extra = ["--weights", "w.pth"] if command == "eval" else []
-    args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7", *extra,
-                                      "--compile"])
+    args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7",
+                                      *extra, "--compile"])
     cfg = _config(args)
     assert cfg.MODEL.COMPILE is True and cfg.SOLVER.MAX_ITER == 7
     args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", *extra])

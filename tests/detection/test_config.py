@@ -16,9 +16,10 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from resbone.detection.config import get_cfg, load_cfg
 from resbone.detection.defaults import detector_cfg
 from resbone.detection.detector import build_detector
-from resbone.engine.config import CfgNode, check_weight, get_cfg, load_cfg
+from resbone.engine.config import CfgNode, check_weight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
