@@ -184,11 +184,13 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _predict_classes(cfg, args: argparse.Namespace, predictor) -> int:
-    common = dict(topk=5 if args.topk is None else args.topk, allow_missing=args.allow_missing, threads=args.threads)
-    if args.grid is not None:
+    common = dict(allow_missing=args.allow_missing, threads=args.threads)
+    if args.grid is not None:  # the grid lists 3 classes per image unless --topk says otherwise
+        common["topk"] = 3 if args.topk is None else args.topk
         print(predictor.draw_validation_grid(cfg, args.weights, args.out, num_images=args.grid,
                                              columns=args.grid_columns or 4, **common))
         return 0
+    common["topk"] = 5 if args.topk is None else args.topk
     result = predictor.predict_images(cfg, args.weights, args.images, args.out, **common)
     for path, classes in result.items():
         print(f"{path}: " + "  ".join(f"{name} {p:.3f}" for name, p in classes) + _partial_note(result.partial_weights))
