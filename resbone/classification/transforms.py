@@ -9,6 +9,7 @@ model's `pretrained_cfg` (timm's `resolve_data_config`). Proven by tests/classif
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -64,7 +65,7 @@ def build_train_transform(cfg, pretrained_cfg: dict[str, Any]) -> v2.Compose:
 def build_eval_transform(cfg, pretrained_cfg: dict[str, Any]) -> v2.Compose:
     """ClassificationPresetEval: resize the short side to size / crop_pct, center-crop size, normalise."""
     data = data_settings(cfg, pretrained_cfg)
-    resize = int(round(data["test_size"] / data["crop_pct"]))
+    resize = math.floor(data["test_size"] / data["crop_pct"])  # timm's transforms_factory: floor
     return v2.Compose([v2.Resize(resize, interpolation=_INTERPOLATION[data["interpolation"]], antialias=True),
                        v2.CenterCrop(data["test_size"]), *_to_normalized_tensor(data["mean"], data["std"]),
                        v2.ToPureTensor()])

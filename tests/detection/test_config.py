@@ -136,7 +136,7 @@ def test_fcos_config_files_load_unchanged(tmp_path, text):
     assert "://" in cfg.MODEL.WEIGHT
 
 
-SHIPPED = sorted(str(p.relative_to(REPO)) for p in Path(REPO, "resbone", "configs").rglob("*.yaml"))
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in Path(REPO, "resbone", "configs", "fcos").rglob("*.yaml"))
 
 
 def _torchvision_fcos(cfg) -> nn.Module:
