@@ -2,7 +2,7 @@
 `KEY VALUE` overrides, with the engine's checks (resbone.engine.config) and this task's.
 
 Anchor: the detector's config (resbone.detection.config): unknown keys are refused with the closest names.
-Proven by tests/classification/test_config.py.
+Proven by tests/classification/test_task.py.
 """
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Anchor: torchvision's `references/classification/train.py` arguments (their defa
 momentum 0.9, weight decay 1e-4, label smoothing 0, mixup / cutmix alpha 0, random erase 0, auto augment
 none, val resize 256 / crop 224) and timm's `train.py` (the model's pretrained_cfg gives mean, std,
 interpolation and crop_pct when the config leaves them empty). `classification_cfg()` returns a copy.
-Reference test: tests/classification/test_config.py.
+Reference test: tests/classification/test_task.py.
 """
 from __future__ import annotations
 

@@ -25,7 +25,8 @@ from resbone.engine.checkpoint import recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import font, save_png, side_by_side
 
-__all__ = ["EvalResults", "Predictions", "load_classifier", "evaluate_weights", "predict_images", "draw_validation_grid"]
+__all__ = ["EvalResults", "Predictions", "load_classifier", "evaluate_weights", "predict_images",
+           "draw_validation_grid"]
 
 logger = logging.getLogger("resbone")
 
@@ -46,8 +47,11 @@ class Predictions(dict):
 def load_classifier(cfg, weights: str, *, allow_missing: bool = False) -> tuple[nn.Module, list[str], str | None]:
     """The classifier of `cfg` with `weights`, in eval mode; its class names (the checkpoint's, else those of
     DATASETS.TRAIN); the problems of partial weights (refused unless `allow_missing`)."""
+    if os.path.isdir(weights):
+        raise ValueError(f"weights {weights} is a directory; pass a checkpoint file in it, e.g. "
+                         f"{os.path.join(weights, 'model_final.pth')}")
     if not os.path.isfile(weights):
-        raise ValueError(f"weights file {weights} does not exist" + (" (a directory)" if os.path.isdir(weights) else ""))
+        raise ValueError(f"weights file {weights} does not exist")
     class_names = recorded_class_names(weights)
     if class_names is None:
         class_names = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN (for the class names)").classes

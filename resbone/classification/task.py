@@ -49,7 +49,7 @@ def build_classifier(cfg, num_classes: int) -> nn.Module:
     if cfg.MODEL.FROZEN_STAGES >= 0:
         kwargs["frozen_stages"] = cfg.MODEL.FROZEN_STAGES
     if cfg.MODEL.PRETRAINED:
-        # the pretrained-weights package (resbone.weights) gives create_model a `pretrained` argument
+        # the pretrained-weights package (being built) gives create_model a `pretrained` argument
         if "pretrained" not in inspect.signature(create_model).parameters:
             raise ValueError("MODEL.PRETRAINED needs create_model(pretrained=True), which this resbone lacks; "
                              "download the weights and pass their file as MODEL.WEIGHT (any dialect)")

@@ -6,7 +6,7 @@ Anchor: tianzhi0549/FCOS `fcos_core/config/` (yacs; itself maskrcnn-benchmark's)
 (resbone.detection.defaults, resbone.classification.defaults); this module merges files and overrides into
 such a tree. Unlike yacs, an unknown key or a value of the wrong type raises an error that names the key,
 the file and what is allowed, also through `cfg.merge_from_list` / `cfg.merge_from_file`.
-Proven by tests/detection/test_config.py and tests/classification/test_config.py.
+Proven by tests/detection/test_config.py and tests/classification/test_task.py.
 """
 from __future__ import annotations
 

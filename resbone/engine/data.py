@@ -35,8 +35,12 @@ def build_train_batches(dataset, *, batch_size: int, seed: int, collate_fn: Call
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
         batches = list(torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True))[skip:]
+        # the loader's worker seeds come from their own generator, not the process's RNG: a loader made at a
+        # resumed run's start then leaves that RNG (which random augmentations draw from) where the
+        # uninterrupted run had it
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
-                                             num_workers=num_workers)
+                                             num_workers=num_workers,
+                                             generator=torch.Generator().manual_seed(seed + epoch))
         yield from loader
         epoch, skip = epoch + 1, 0
 

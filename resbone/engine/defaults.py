@@ -3,7 +3,7 @@
 Anchor: detectron2's `config/defaults.py` and FCOS's `fcos_core/config/defaults.py` (whose SOLVER, TEST,
 DATALOADER and MODEL.DEVICE / WEIGHT keys these are, with FCOS's defaults); each task's tree starts from
 `engine_cfg()` and adds its own keys (resbone.detection.defaults, resbone.classification.defaults).
-Reference tests: tests/detection/test_config.py (FCOS's YAML files load), tests/classification/test_config.py.
+Reference tests: tests/detection/test_config.py (FCOS's YAML files load), tests/classification/test_task.py.
 """
 from __future__ import annotations
 

@@ -21,7 +21,8 @@ def _image(seed: int = 0, size=(90, 70)) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8))
 
 
-@pytest.mark.parametrize("opts", [[], ["INPUT.TEST_SIZE", "64", "INPUT.CROP_PCT", "0.9", "INPUT.INTERPOLATION", "bicubic"]])
+@pytest.mark.parametrize("opts", [[], ["INPUT.TEST_SIZE", "64", "INPUT.CROP_PCT", "0.9",
+                                        "INPUT.INTERPOLATION", "bicubic"]])
 def test_eval_transform_equals_timms_for_the_same_pretrained_cfg(opts):
     """timm reads mean, std, interpolation, input size and crop_pct from a pretrained_cfg as resbone does
     (resbone's resnet18 carries torchvision's: bilinear, 0.875); the config's INPUT keys override them."""

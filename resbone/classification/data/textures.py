@@ -5,7 +5,7 @@ as an ImageFolder (train/<class>/NNNNNN.png, val/<class>/...).
 
 No class has a colour of its own: a network must see the outline and the pattern. Anchor: the detection
 demo's generated set (resbone.detection.data.shapes); numpy's seeded Generator, Pillow for the outlines.
-Proven by tests/classification/test_textures.py (seeded, balanced, loads as torchvision's ImageFolder).
+Proven by tests/classification/test_data.py (seeded, balanced, loads as torchvision's ImageFolder).
 """
 from __future__ import annotations
 
