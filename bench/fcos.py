@@ -72,7 +72,7 @@ def build_demo(size: int, device: torch.device) -> dict[str, nn.Module]:
     from torchvision.models.detection.fcos import FCOSHead
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
-    from resbone.engine.config import load_cfg
+    from resbone.detection.config import load_cfg
 
     torch.manual_seed(0)
     cfg = load_cfg(DEMO_CONFIG, ["INPUT.MIN_SIZE_TRAIN", f"({size},)", "INPUT.MAX_SIZE_TRAIN", str(size),

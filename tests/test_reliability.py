@@ -24,10 +24,10 @@ import pytest
 import torch
 
 from resbone.cli import main
+from resbone.detection.config import load_cfg
+from resbone.detection.task import DetectionTrainer as Trainer
 from resbone.engine import checkpoint as checkpoint_module
-from resbone.engine.config import load_cfg
 from resbone.engine.output_dir import LOCK_NAME
-from resbone.engine.trainer import Trainer
 from resbone.utils.files import WriteError
 from tests.helpers.detectors import TinyDetector, tiny_cfg
 
@@ -134,7 +134,7 @@ def test_a_second_concurrent_run_stops_at_once_and_a_dead_runs_lock_is_taken_ove
 
 _DIES_AT_5 = """
 import sys, time
-from resbone.engine.trainer import Trainer
+from resbone.detection.task import DetectionTrainer as Trainer
 from tests.helpers.detectors import TinyDetector, tiny_cfg
 
 class HangsAt5(TinyDetector):
@@ -255,7 +255,7 @@ def test_resbone_debug_shows_the_traceback_and_bugs_keep_theirs(tmp_path, capsys
     def bug(*args, **kwargs):
         raise RuntimeError("a bug in resbone")
 
-    monkeypatch.setattr("resbone.engine.predictor.evaluate_weights", bug)
+    monkeypatch.setattr("resbone.detection.predictor.evaluate_weights", bug)
     with pytest.raises(RuntimeError, match="a bug in resbone"):  # not an expected failure: never hidden
         main(["eval", CONFIG, "--weights", str(tmp_path / "none.pth")])
 

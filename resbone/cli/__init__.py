@@ -10,7 +10,7 @@ import os
 import sys
 from typing import Sequence
 
-from resbone.cli.detection import DETECTION_COMMANDS
+from resbone.cli.tasks import TASK_COMMANDS
 
 
 # ---- summary / list (analysis) -------------------------------------------------------------------
@@ -85,9 +85,9 @@ def _run_export(args: argparse.Namespace) -> int:
     from resbone.factory import create_model
 
     if args.name.endswith((".yaml", ".yml")):  # an FCOS detector: config, then a `resbone train` checkpoint
+        from resbone.detection.config import load_cfg
         from resbone.detection.detector import build_detector
-        from resbone.engine.config import load_cfg
-        from resbone.engine.predictor import load_detector
+        from resbone.detection.predictor import load_detector
         cfg = load_cfg(args.name, [part for item in args.set for part in item.split("=", 1)])
         model = load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)
     else:
@@ -189,7 +189,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # ---- entry point ----------------------------------------------------------------------------------
-_COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, *DETECTION_COMMANDS)
+_COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, *TASK_COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

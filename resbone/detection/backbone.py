@@ -94,7 +94,7 @@ def _fcos_dcn(resnets: Mapping[str, Any], num_stages: int) -> tuple[dict | None,
 
 def build_fcos_backbone(cfg: Mapping[str, Any]) -> nn.Module:
     """The backbone body FCOS's MODEL.BACKBONE.CONV_BODY names, from a config holding FCOS's keys
-    (resbone.detection.defaults.detector_cfg() or resbone.engine.config.get_cfg(), with your values).
+    (resbone.detection.defaults.detector_cfg() or resbone.detection.config.get_cfg(), with your values).
 
     Returns a resbone ResNet / MobileNetV2 with num_classes=None whose forward gives the maps the FCOS body
     returns (C3-C5 for *-RETINANET, C2-C5 for *-FPN, C4 / C5 for -C4 / -C5) and whose `feature_info` lists

@@ -1,11 +1,12 @@
-"""Every config key of resbone's FCOS and its engine, declared once: FCOS's keys first, then resbone's.
+"""Every config key of resbone's FCOS, declared once over the engine's (resbone.engine.defaults): FCOS's
+keys first, then resbone's.
 
 Anchors: tianzhi0549/FCOS `fcos_core/config/defaults.py` (itself maskrcnn-benchmark's: every key and default
 of that file is here, so FCOS's own `configs/fcos/*.yaml` load unchanged) and detectron2's
 `config/defaults.py` (one module-level tree, copied by whoever needs a config). `detector_cfg()` returns a
-copy; the engine's `resbone.engine.config.get_cfg()` is the same tree with checked YAML / `KEY VALUE`
+copy; `resbone.detection.config.get_cfg()` is the same tree with checked YAML / `KEY VALUE`
 merging. Builders read these keys and never default them.
-Reference tests: tests/engine/test_config.py (every shipped config builds a detector whose parameter
+Reference tests: tests/detection/test_config.py (every shipped config builds a detector whose parameter
 count is torchvision's FCOS), tests/detection/test_torchvision_equality.py (TORCHVISION_FCOS_OVERRIDES).
 """
 from __future__ import annotations
@@ -16,22 +17,20 @@ from typing import Any, Mapping
 from yacs.config import CfgNode as CN
 
 from resbone.detection.data.shapes import SHAPES_DEFAULTS
+from resbone.engine.defaults import engine_cfg
 
 __all__ = ["TORCHVISION_FCOS_OVERRIDES", "detector_cfg", "require_keys"]
 
-# ---- FCOS's keys (fcos_core/config/defaults.py), in its order ---------------------------------------
-_C = CN()
-_C.MODEL = CN()
+# ---- FCOS's keys (fcos_core/config/defaults.py), in its order, over the engine's (SOLVER, TEST, DEVICE, ...) ---
+_C = engine_cfg()
+_C.TASK = "detection"
 _C.MODEL.RPN_ONLY = False
 _C.MODEL.MASK_ON = False
 _C.MODEL.FCOS_ON = True
 _C.MODEL.RETINANET_ON = False
 _C.MODEL.KEYPOINT_ON = False
-_C.MODEL.DEVICE = "cuda"
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False
-_C.MODEL.WEIGHT = ""  # a local file: FCOS's `catalog://` names and URLs are refused (resbone never downloads)
-_C.MODEL.USE_SYNCBN = False
 
 _C.INPUT = CN()
 _C.INPUT.MIN_SIZE_TRAIN = (800,)
@@ -47,8 +46,6 @@ _C.DATASETS = CN()
 _C.DATASETS.TRAIN = ()
 _C.DATASETS.TEST = ()
 
-_C.DATALOADER = CN()
-_C.DATALOADER.NUM_WORKERS = 4
 _C.DATALOADER.SIZE_DIVISIBILITY = 0
 _C.DATALOADER.ASPECT_RATIO_GROUPING = True
 
@@ -134,38 +131,16 @@ _C.MODEL.FBNET = CN(dict(
     KPTS_HEAD_LAST_SCALE=0.0, KPTS_HEAD_BLOCKS=[], KPTS_HEAD_STRIDE=0, MASK_HEAD_LAST_SCALE=0.0,
     MASK_HEAD_BLOCKS=[], MASK_HEAD_STRIDE=0, RPN_HEAD_BLOCKS=0, RPN_BN_TYPE=""))
 
-_C.SOLVER = CN()
-_C.SOLVER.MAX_ITER = 40000
-_C.SOLVER.BASE_LR = 0.001
-# FCOS writes 2 and 0 (ints); stored as floats so that `WEIGHT_DECAY_BIAS 1e-4` is not a type error.
-_C.SOLVER.BIAS_LR_FACTOR = 2.0
-_C.SOLVER.DCONV_OFFSETS_LR_FACTOR = 1.0
-_C.SOLVER.MOMENTUM = 0.9
-_C.SOLVER.WEIGHT_DECAY = 0.0005
-_C.SOLVER.WEIGHT_DECAY_BIAS = 0.0
-_C.SOLVER.GAMMA = 0.1
-_C.SOLVER.STEPS = (30000,)
-_C.SOLVER.WARMUP_FACTOR = 1.0 / 3
-_C.SOLVER.WARMUP_ITERS = 500
-_C.SOLVER.WARMUP_METHOD = "linear"
-_C.SOLVER.CHECKPOINT_PERIOD = 2500
-_C.SOLVER.IMS_PER_BATCH = 16  # global: split over the processes
-
-_C.TEST = CN()
 _C.TEST.EXPECTED_RESULTS = []
 _C.TEST.EXPECTED_RESULTS_SIGMA_TOL = 4
-_C.TEST.IMS_PER_BATCH = 8  # global, as SOLVER.IMS_PER_BATCH
 _C.TEST.DETECTIONS_PER_IMG = 100
 _C.TEST.BBOX_AUG = CN(dict(ENABLED=False, H_FLIP=False, SCALES=(), MAX_SIZE=4000, SCALE_H_FLIP=False))
 
-_C.OUTPUT_DIR = "."
 # FCOS points this at its paths_catalog.py; resbone's data set names are resolved by
 # resbone.detection.data.dataset.resolve_dataset (resbone.detection.data.register_dataset adds one).
 _C.PATHS_CATALOG = ""
 
 # ---- resbone's additions, each with the reason it exists -------------------------------------------
-# Reproducible runs: seeds torch, the data order and the flips.
-_C.SEED = 0
 # The backbone's FrozenBatchNorm2d eps: FCOS's has none (0.0), torchvision's 1e-5.
 _C.MODEL.BACKBONE.FROZEN_BN_EPS = 0.0
 # Where a cell's location sits: 'half_stride' = x*stride + stride//2 (FCOS), 'zero' = x*stride (torchvision).
@@ -179,39 +154,12 @@ _C.MODEL.FCOS.SIZES_OF_INTEREST = [[-1.0, 64.0], [64.0, 128.0], [128.0, 256.0], 
                                    [512.0, 100000000.0]]
 # The deformable conv of USE_DCN_IN_TOWER: FCOS's DFConv2d is modulated (DCNv2) by default.
 _C.MODEL.FCOS.DCN_TYPE = "DCNv2"
-# torch.compile the model in training and evaluation (issue 11); off: eager, as FCOS.
-_C.MODEL.COMPILE = False
-# channels_last memory format for the model and its batches, where it speeds convs up; off: NCHW, as FCOS.
-_C.MODEL.CHANNELS_LAST = False
 # FCOS's training flips every image with probability 0.5; 0 turns the flip off.
 _C.INPUT.HORIZONTAL_FLIP_PROB_TRAIN = 0.5
 # Root of the data sets, so that configs hold names, not paths; "" -> $RESBONE_DATA, else ./datasets.
 _C.DATASETS.ROOT = ""
 # The built-in `shapes_train` / `shapes_val` sets are generated on first use with these settings.
 _C.DATASETS.SHAPES = CN({key.upper(): value for key, value in SHAPES_DEFAULTS.items()})
-# An exponential moving average of the weights, evaluated and saved beside them (d2go's MODEL_EMA); the
-# decay ramps up as min(DECAY, (1 + n) / (10 + n)) after n steps. Off: FCOS.
-_C.MODEL_EMA = CN()
-_C.MODEL_EMA.ENABLED = False
-_C.MODEL_EMA.DECAY = 0.999
-# Mixed precision (autocast; a gradient scaler with float16 on CUDA); off: float32, as FCOS.
-_C.SOLVER.AMP = False
-# The autocast dtype when AMP is on: 'auto' = float16 on CUDA, bfloat16 on the CPU; or 'bfloat16' / 'float16'.
-_C.SOLVER.AMP_DTYPE = "auto"
-# Gradient-norm clipping for from-scratch runs that spike; 0 = no clipping (FCOS has none).
-_C.SOLVER.CLIP_GRAD_NORM = 0.0
-# Iterations between log lines / metrics.jsonl records.
-_C.SOLVER.LOG_PERIOD = 20
-# Evaluate on DATASETS.TEST when training ends (FCOS's train_net.py does, unless --skip-test).
-_C.SOLVER.TEST_AFTER_TRAIN = True
-# A tqdm bar with ETA and losses on the main process; False for logs that are files.
-_C.SOLVER.PROGRESS_BAR = True
-# Short from-scratch schedules converge in fewer iterations with AdamW and a cosine decay (detectron2's
-# WarmupCosineLR, down to BASE_LR_END); FCOS: SGD with WarmupMultiStepLR.
-_C.SOLVER.OPTIMIZER = "SGD"
-_C.SOLVER.LR_SCHEDULER_NAME = "WarmupMultiStepLR"
-_C.SOLVER.BASE_LR_END = 0.0
-
 # What makes resbone's FCOS compute exactly what torchvision's fcos_resnet50_fpn computes (besides the
 # weights, which resbone.convert.torchvision.fcos_from_torchvision maps, and NUM_CLASSES, which follows the
 # converted cls_logits: torchvision's K logit channels are resbone's C = NUM_CLASSES - 1).
@@ -268,7 +216,7 @@ def require_keys(cfg: Mapping[str, Any], *names: str, reader: str) -> None:
     if missing:
         raise KeyError(f"{reader} reads config keys the given config lacks: {', '.join(missing[:8])}"
                        f"{' ...' if len(missing) > 8 else ''}; start from resbone.detection.defaults.detector_cfg() "
-                       f"(or resbone.engine.config.get_cfg()) and set your values in it")
+                       f"(or resbone.detection.config.get_cfg()) and set your values in it")
 
 
 def _leaf_keys(node: CN, prefix: str = "") -> list[str]:

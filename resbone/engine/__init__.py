@@ -1,4 +1,2 @@
-"""Training engine: config (FCOS's keys), solver, checkpoints, the train / eval loop, several processes."""
-from resbone.engine.config import get_cfg, load_cfg
-
-__all__ = ["get_cfg", "load_cfg"]
+"""The task-agnostic training engine: config merging, the loop and its hooks, checkpoints, resume, EMA, AMP,
+DDP, logging. A task (resbone.detection, resbone.classification) supplies a resbone.engine.task.Task."""

@@ -1,7 +1,8 @@
-"""Faster training and evaluation of a detector: channels_last, autocast (AMP) and torch.compile.
+"""Faster training and evaluation, for every task: channels_last, autocast (AMP) and torch.compile.
 
-Only the network (backbone, FPN, head: `model.forward_head`) is compiled. Target assignment, losses
-and post-processing stay eager: they hold data-dependent shapes (positives, score thresholds, NMS)
+Only a model's network method is compiled: a classifier's `forward`; a detector's `forward_head`
+(backbone, FPN, head), the default here. A detector's target assignment, losses and post-processing stay
+eager: they hold data-dependent shapes (positives, score thresholds, NMS)
 and `.item()` reductions across processes, which would break a graph at every step. Compiling the
 bound method, not the module, keeps the model's class and its state_dict names (no `_orig_mod.`), so
 checkpoints of compiled and eager runs are interchangeable.
@@ -62,40 +63,46 @@ def autocast(device: torch.device, *, enabled: bool, dtype: Optional[str] = "aut
     return torch.autocast(device.type, dtype=dtype)
 
 
-def _network_method(model: nn.Module):
-    method = getattr(model, "forward_head", None)
-    if not callable(method):
-        raise TypeError(f"{type(model).__name__} has no forward_head(batch) method; compile / channels_last "
-                        "apply to resbone's FCOS (resbone.detection.detector.FCOS), whose network part it is")
-    return method
+# the network method of resbone's detectors (resbone.detection.detector.FCOS); a classifier's is "forward"
+DEFAULT_METHOD = "forward_head"
 
 
-def to_channels_last(model: nn.Module) -> nn.Module:
+def _network_method(model: nn.Module, method: str):
+    network = getattr(model, method, None)
+    if not callable(network):
+        raise TypeError(f"{type(model).__name__} has no {method}(batch) method; compile / channels_last apply to "
+                        "a model's network method: a detector's forward_head (resbone.detection.detector.FCOS), "
+                        "a classifier's forward")
+    return network
+
+
+def to_channels_last(model: nn.Module, *, method: str = DEFAULT_METHOD) -> nn.Module:
     """NHWC weights, and the batch turned NHWC on its way into the network (mkldnn / cuDNN then skip
-    the layout reorders around every conv). Losses and detections are unchanged up to float rounding."""
-    network = _network_method(model)
+    the layout reorders around every conv). Losses and outputs are unchanged up to float rounding."""
+    network = _network_method(model, method)
     model.to(memory_format=torch.channels_last)
 
-    def forward_head(batch: torch.Tensor):
-        return network(batch.contiguous(memory_format=torch.channels_last))
+    def channels_last_network(batch: torch.Tensor, *args, **kwargs):
+        return network(batch.contiguous(memory_format=torch.channels_last), *args, **kwargs)
 
-    model.forward_head = forward_head
+    setattr(model, method, channels_last_network)
     return model
 
 
 def compile_network(model: nn.Module, *, backend: str = "inductor", dynamic: Optional[bool] = None,
-                    mode: Optional[str] = None) -> nn.Module:
-    """torch.compile the network part (`model.forward_head`) in place; returns the model."""
-    network = _network_method(model)
-    model.forward_head = torch.compile(network, backend=backend, dynamic=dynamic, mode=mode)
+                    mode: Optional[str] = None, method: str = DEFAULT_METHOD) -> nn.Module:
+    """torch.compile the network part (`model.<method>`) in place; returns the model. The bound method is
+    compiled, not the module: the state_dict keeps its names (no `_orig_mod.`)."""
+    network = _network_method(model, method)
+    setattr(model, method, torch.compile(network, backend=backend, dynamic=dynamic, mode=mode))
     return model
 
 
 def accelerate_model(model: nn.Module, *, compile: bool = False, channels_last: bool = False,
-                     backend: str = "inductor") -> nn.Module:
+                     backend: str = "inductor", method: str = DEFAULT_METHOD) -> nn.Module:
     """MODEL.CHANNELS_LAST then MODEL.COMPILE (the layout change inside the compiled graph)."""
     if channels_last:
-        to_channels_last(model)
+        to_channels_last(model, method=method)
     if compile:
-        compile_network(model, backend=backend)
+        compile_network(model, backend=backend, method=method)
     return model

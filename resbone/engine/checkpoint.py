@@ -19,7 +19,7 @@ from torch import nn
 from resbone import convert as resbone_convert
 from resbone.utils.files import atomic_write
 
-__all__ = ["save_checkpoint", "last_checkpoint", "load_training_state", "load_weights"]
+__all__ = ["save_checkpoint", "last_checkpoint", "load_training_state", "load_weights", "recorded_class_names"]
 
 logger = logging.getLogger("resbone")
 
@@ -69,3 +69,16 @@ def load_weights(model: nn.Module, path: str) -> None:
                        report.problems())
     else:
         logger.info("loaded %d tensors from %s (%s dialect)", len(report.loaded), path, report.dialect)
+
+
+def recorded_class_names(weights: str) -> list[str] | None:
+    """The class names a resbone training checkpoint recorded; None for a plain state_dict."""
+    if weights.endswith((".safetensors", ".pkl")):  # only resbone's training checkpoints record them
+        return None
+    try:
+        state = load_training_state(weights)
+    except ValueError:  # a pickle torch.load will not read safely: resbone.convert read its tensors
+        return None
+    if isinstance(state, dict) and isinstance(state.get("class_names"), list):
+        return [str(n) for n in state["class_names"]]
+    return None

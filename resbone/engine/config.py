@@ -1,11 +1,12 @@
-"""FCOS's configuration, yacs-style: the declared defaults, YAML files and `KEY VALUE` overrides, checked.
+"""Every task's configuration, yacs-style: a task's declared defaults, YAML files and `KEY VALUE` overrides,
+checked; and the checks of the engine's own keys (resbone.engine.defaults).
 
 Anchor: tianzhi0549/FCOS `fcos_core/config/` (yacs; itself maskrcnn-benchmark's) and detectron2's
-`config/config.py` (a CfgNode subclass whose merges explain themselves). Every key is declared once, with
-FCOS's defaults and resbone's additions, in resbone.detection.defaults; this module merges files and
-overrides into that tree. Unlike yacs, an unknown key or a value of the wrong type raises an error that
-names the key, the file and what is allowed, also through `cfg.merge_from_list` / `cfg.merge_from_file`.
-Proven by tests/engine/test_config.py.
+`config/config.py` (a CfgNode subclass whose merges explain themselves). Each task declares its keys once
+(resbone.detection.defaults, resbone.classification.defaults); this module merges files and overrides into
+such a tree. Unlike yacs, an unknown key or a value of the wrong type raises an error that names the key,
+the file and what is allowed, also through `cfg.merge_from_list` / `cfg.merge_from_file`.
+Proven by tests/detection/test_config.py and tests/classification/test_task.py.
 """
 from __future__ import annotations
 
@@ -14,17 +15,15 @@ import difflib
 import math
 import os
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
-from resbone.detection.defaults import detector_cfg
-from resbone.detection.fcos import IOU_LOSS_TYPES
 from resbone.engine.solver import LR_SCHEDULERS, OPTIMIZERS
 
-__all__ = ["AMP_DTYPES", "CfgNode", "check_cfg", "check_weight", "get_cfg", "load_cfg", "merge_from_file",
-           "merge_from_list"]
+__all__ = ["AMP_DTYPES", "CfgNode", "ENGINE_CHOICES", "ENGINE_RANGES", "check_cfg", "check_values", "check_weight",
+           "load_config", "merge_from_file", "merge_from_list", "read_yaml"]
 
 
 class CfgNode(_YacsCfgNode):
@@ -47,11 +46,6 @@ class CfgNode(_YacsCfgNode):
         if self.is_frozen():
             raise AttributeError("this config is frozen (load_cfg freezes it); merge into cfg.clone() after "
                                  "cfg.defrost(), or pass the overrides to load_cfg")
-
-
-def get_cfg() -> CfgNode:
-    """A fresh copy of every key with its default (resbone.detection.defaults: FCOS's, then resbone's)."""
-    return CfgNode(detector_cfg())
 
 
 # ---- merging with checks ------------------------------------------------------------------------------
@@ -107,7 +101,8 @@ def _merge(dst: _YacsCfgNode, src: dict, prefix: str, where: str) -> None:
             dst[name] = _coerce(value, dst[name], key, where)
 
 
-def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
+def read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
+    """The mapping a YAML file holds, its `_BASE_` files merged under it."""
     path = os.path.abspath(path)
     if path in seen:
         raise ValueError(f"config file {path} includes itself through _BASE_ ({' -> '.join(seen)})")
@@ -124,7 +119,7 @@ def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> dict:
     if base is None:
         return data
     # detectron2-style inheritance: the base file first, then this file's keys over it.
-    merged = _read_yaml(os.path.join(os.path.dirname(path), base), seen + (path,))
+    merged = read_yaml(os.path.join(os.path.dirname(path), base), seen + (path,))
     _deep_update(merged, data)
     return merged
 
@@ -139,7 +134,7 @@ def _deep_update(dst: dict, src: dict) -> None:
 
 def merge_from_file(cfg: _YacsCfgNode, path: str) -> _YacsCfgNode:
     """Merge a YAML file (FCOS's or resbone's; `_BASE_: other.yaml` inherits) into cfg."""
-    _merge(cfg, _read_yaml(path), "", f" (in {path})")
+    _merge(cfg, read_yaml(path), "", f" (in {path})")
     return cfg
 
 
@@ -161,31 +156,34 @@ def merge_from_list(cfg: _YacsCfgNode, opts: Sequence[str]) -> _YacsCfgNode:
     return cfg
 
 
-def load_cfg(path: str | None = None, opts: Iterable[str] = (), *, freeze: bool = True) -> CfgNode:
-    """get_cfg() + the YAML file + the overrides, checked and (by default) frozen."""
-    cfg = get_cfg()
+def load_config(defaults: _YacsCfgNode, path: str | None = None, opts: Iterable[str] = (), *,
+                check: Callable[[CfgNode], None] | None = None, freeze: bool = True) -> CfgNode:
+    """A task's `defaults` + the YAML file + the overrides, checked (the engine's keys, then `check`) and (by
+    default) frozen."""
+    cfg = CfgNode(defaults)
     if path:
         merge_from_file(cfg, path)
     merge_from_list(cfg, list(opts))
     check_cfg(cfg)
+    if check is not None:
+        check(cfg)
     if freeze:
         cfg.freeze()
     return cfg
 
 
 AMP_DTYPES = ("auto", "bfloat16", "float16")  # SOLVER.AMP_DTYPE; 'auto' = float16 on CUDA, bfloat16 on the CPU
-_CHOICES = {
+ENGINE_CHOICES = {
     "SOLVER.WARMUP_METHOD": ("constant", "linear"),
     "SOLVER.AMP_DTYPE": AMP_DTYPES,
     "SOLVER.OPTIMIZER": OPTIMIZERS, "SOLVER.LR_SCHEDULER_NAME": LR_SCHEDULERS,
-    "MODEL.FCOS.IOU_LOSS_TYPE": IOU_LOSS_TYPES,
 }
 _INF = math.inf
 # key -> (low, high, low allowed, high allowed): the numbers a run can use.
-_RANGES = {
+ENGINE_RANGES = {
     "SOLVER.MAX_ITER": (0, _INF, False, False), "SOLVER.IMS_PER_BATCH": (0, _INF, False, False),
     "SOLVER.CHECKPOINT_PERIOD": (0, _INF, False, False), "SOLVER.LOG_PERIOD": (0, _INF, False, False),
-    "TEST.IMS_PER_BATCH": (0, _INF, False, False), "TEST.DETECTIONS_PER_IMG": (0, _INF, False, False),
+    "TEST.IMS_PER_BATCH": (0, _INF, False, False), "TEST.EVAL_PERIOD": (0, _INF, True, False),
     "SOLVER.BASE_LR": (0, _INF, False, False), "SOLVER.MOMENTUM": (0, 1, True, False),
     "SOLVER.WEIGHT_DECAY": (0, _INF, True, False), "SOLVER.WEIGHT_DECAY_BIAS": (0, _INF, True, False),
     "SOLVER.BIAS_LR_FACTOR": (0, _INF, True, False), "SOLVER.DCONV_OFFSETS_LR_FACTOR": (0, _INF, True, False),
@@ -193,7 +191,7 @@ _RANGES = {
     "SOLVER.GAMMA": (0, 1, False, True), "SOLVER.WARMUP_FACTOR": (0, 1, False, True),
     "SOLVER.WARMUP_ITERS": (0, _INF, True, False), "SOLVER.CLIP_GRAD_NORM": (0, _INF, True, False),
     "SOLVER.BASE_LR_END": (0, _INF, True, False), "MODEL_EMA.DECAY": (0, 1, True, False),
-    "DATALOADER.NUM_WORKERS": (0, _INF, True, False), "INPUT.HORIZONTAL_FLIP_PROB_TRAIN": (0, 1, True, True),
+    "DATALOADER.NUM_WORKERS": (0, _INF, True, False),
 }
 
 
@@ -210,18 +208,23 @@ def _range_text(low: float, high: float, low_allowed: bool, high_allowed: bool) 
 
 
 def check_cfg(cfg: CfgNode) -> None:
-    """The values whose allowed choices or ranges are known here, each error naming its key; the model's own
-    keys are checked by build_detector."""
-    for key, allowed in _CHOICES.items():
+    """The engine's keys whose allowed choices or ranges are known, each error naming its key."""
+    check_values(cfg, ENGINE_CHOICES, ENGINE_RANGES)
+    _check_steps(cfg.SOLVER)
+
+
+def check_values(cfg: CfgNode, choices: dict, ranges: dict) -> None:
+    """Each key of `choices` holds one of its values; each key of `ranges` (low, high, low allowed, high
+    allowed) a finite number in its range."""
+    for key, allowed in choices.items():
         if _value(cfg, key) not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(map(repr, allowed))}, got {_value(cfg, key)!r}")
-    for key, (low, high, low_allowed, high_allowed) in _RANGES.items():
+    for key, (low, high, low_allowed, high_allowed) in ranges.items():
         value = _value(cfg, key)
         above = value >= low if low_allowed else value > low
         below = value <= high if high_allowed else value < high
         if isinstance(value, bool) or not (above and below and math.isfinite(value)):
             raise ValueError(f"{key} must be {_range_text(low, high, low_allowed, high_allowed)}, got {value!r}")
-    _check_steps(cfg.SOLVER)
 
 
 def _check_steps(solver: CfgNode) -> None:
@@ -235,7 +238,7 @@ def _check_steps(solver: CfgNode) -> None:
     if late:
         # detectron2 warns and drops them too: a run shortened with SOLVER.MAX_ITER on the command line is common
         warnings.warn(f"SOLVER.STEPS {tuple(late)} are not below SOLVER.MAX_ITER {solver.MAX_ITER}: the learning "
-                      f"rate never decays there", stacklevel=3)
+                      f"rate never decays there", stacklevel=5)
 
 
 def check_weight(weight: str) -> str:

@@ -18,7 +18,8 @@ import torch
 
 from resbone.engine import distributed as comm
 
-__all__ = ["logger", "setup_logging", "select_device", "ThreadChoice", "choose_threads", "setup_threads",
+__all__ = ["logger", "is_terminal", "progress_bar",
+           "setup_logging", "select_device", "ThreadChoice", "choose_threads", "setup_threads",
            "join_processes", "start_process"]
 
 logger = logging.getLogger("resbone")
@@ -35,6 +36,24 @@ class _StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:
         pass
+
+
+def is_terminal() -> bool:
+    """Whether progress may be drawn as a bar: stderr (tqdm's stream) is a terminal. A log file, CI or nohup
+    gets lines instead of thousands of carriage-return frames."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # a closed or replaced stream
+        return False
+
+
+def progress_bar(iterable, *, desc: str, enabled: bool = True):
+    """`iterable` with a tqdm bar when `enabled` and on a terminal; else `iterable` itself."""
+    if not (enabled and is_terminal()):
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, leave=False, dynamic_ncols=True)
 
 
 def setup_logging(output_dir: str | None = None) -> None:

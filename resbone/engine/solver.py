@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from typing import Callable
 
 import torch
 from torch import nn
@@ -20,9 +21,10 @@ OPTIMIZERS = ("SGD", "AdamW")
 LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
 
 
-def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: nn.Module, *, lr_factor: Callable[[str], float] | None = None
+                    ) -> torch.optim.Optimizer:
     """SOLVER.OPTIMIZER over FCOS's (lr, weight decay) groups: SGD with MOMENTUM, or AdamW (betas 0.9/0.999,
-    WEIGHT_DECAY decoupled)."""
+    WEIGHT_DECAY decoupled). `lr_factor(name)` multiplies a parameter's lr (a task's lower backbone lr)."""
     solver = cfg.SOLVER
     if solver.OPTIMIZER not in OPTIMIZERS:
         raise ValueError(f"SOLVER.OPTIMIZER must be one of {', '.join(OPTIMIZERS)}, got {solver.OPTIMIZER!r}")
@@ -35,10 +37,12 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
             lr, weight_decay = solver.BASE_LR * solver.BIAS_LR_FACTOR, solver.WEIGHT_DECAY_BIAS
         if "offset" in name:  # deformable-conv offset branches (conv_offset / conv2_offset)
             lr *= solver.DCONV_OFFSETS_LR_FACTOR
+        if lr_factor is not None:
+            lr *= lr_factor(name)
         groups.setdefault((lr, weight_decay), []).append(param)
     if not groups:
-        raise ValueError("the model has no trainable parameter (all frozen?); check "
-                         "MODEL.BACKBONE.FREEZE_CONV_BODY_AT")
+        raise ValueError("the model has no trainable parameter (all frozen?); check its freezing keys "
+                         "(MODEL.BACKBONE.FREEZE_CONV_BODY_AT, MODEL.FROZEN_STAGES)")
     # one group per (lr, weight decay) pair, in a fixed order so that a checkpoint's optimizer state fits
     param_groups = [dict(params=params, lr=lr, weight_decay=wd) for (lr, wd), params in groups.items()]
     if solver.OPTIMIZER == "AdamW":

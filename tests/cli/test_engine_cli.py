@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 from PIL import Image
@@ -78,12 +79,48 @@ def test_num_classes_must_fit_the_data(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["train", "eval"])
 def test_compile_flag_is_model_compile(command):
     from resbone.cli import build_parser
-    from resbone.cli.detection import _config
+    from resbone.cli.tasks import _config
 
     extra = ["--weights", "w.pth"] if command == "eval" else []
-    args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7", *extra,
-                                      "--compile"])
+    args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", "SOLVER.MAX_ITER", "7",
+                                      *extra, "--compile"])
     cfg = _config(args)
     assert cfg.MODEL.COMPILE is True and cfg.SOLVER.MAX_ITER == 7
     args = build_parser().parse_args([command, "resbone/configs/fcos/shapes_R_18_FPN.yaml", *extra])
     assert _config(args).MODEL.COMPILE is False
+
+
+def test_classification_train_eval_predict(tmp_path, capsys):
+    """The same commands on a classification config: its TASK picks the task; a wrong option is refused."""
+    from tests.classification.helpers import tiny_textures
+
+    data = tiny_textures(tmp_path / "data")
+    config = os.path.join(REPO, "resbone", "configs", "classification", "textures_resnet18.yaml")
+    opts = ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", data["train"], "DATASETS.TEST", f"('{data['val']}',)",
+            "INPUT.SIZE", "32", "INPUT.TEST_SIZE", "32", "SOLVER.MAX_ITER", "2", "SOLVER.IMS_PER_BATCH", "4",
+            "TEST.EVAL_PERIOD", "0", "OUTPUT_DIR", str(tmp_path / "run")]
+    assert main(["train", config, *opts]) == 0
+    assert re.search(r"val: Acc@1 [\d.]+  Acc@5 [\d.]+", capsys.readouterr().out)
+    weights = str(tmp_path / "run" / "model_final.pth")
+    assert main(["eval", config, "--weights", weights, *opts]) == 0
+    assert re.search(r"val: Acc@1 [\d.]+  Acc@5 [\d.]+", capsys.readouterr().out)
+    folder = os.path.join(data["val"], "circle_stripes")
+    assert main(["predict", config, "--weights", weights, folder, "--topk", "2", "--out", str(tmp_path / "p"),
+                 "--opts", *opts]) == 0
+    printed = capsys.readouterr().out
+    listed = [line for line in printed.splitlines() if "circle_stripes/000000.png: " in line]
+    assert len(listed) == 1 and len(listed[0].split(": ", 1)[1].split("  ")) == 2  # --topk 2: two classes
+    assert Image.open(tmp_path / "p" / "predictions.png").width > 100
+    assert main(["predict", config, "--weights", weights, "--grid", "6", "--out", str(tmp_path / "p"),
+                 "--opts", *opts]) == 0
+    assert os.path.isfile(tmp_path / "p" / "grid_val.png")
+    assert main(["predict", config, "--weights", weights, folder, "--gt", "--out", str(tmp_path / "p"),
+                 "--opts", *opts]) == 2
+    assert "--gt applies to detection only" in capsys.readouterr().err
+
+
+def test_data_textures(tmp_path, capsys):
+    assert main(["data", "textures", "--out", str(tmp_path), "--num-train", "1", "--num-val", "1", "--size", "32"]) == 0
+    assert "train: " in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "val")) == ["circle_checker", "circle_stripes", "square_checker",
+                                                    "square_stripes", "triangle_checker", "triangle_stripes"]

@@ -139,8 +139,8 @@ def test_numpy_nms_keeps_what_torchvision_nms_keeps():
 
 def test_export_command_writes_the_demo_detector_with_its_checkpoint(tmp_path, shapes_val):
     from resbone.cli import main
+    from resbone.detection.config import load_cfg
     from resbone.detection.detector import build_detector
-    from resbone.engine.config import load_cfg
 
     config = "resbone/configs/fcos/shapes_R_18_FPN.yaml"
     torch.manual_seed(0)

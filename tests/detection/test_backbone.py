@@ -156,7 +156,7 @@ def test_fcos_group_norm_needs_exactly_one_of_dim_per_gp_and_num_groups():
 
 
 def test_the_readme_example_builds_c3_to_c5():
-    from resbone.engine.config import get_cfg
+    from resbone.detection.config import get_cfg
 
     cfg = get_cfg()
     cfg.merge_from_list(["MODEL.BACKBONE.CONV_BODY", "R-50-FPN-RETINANET"])

@@ -156,7 +156,7 @@ def test_models_without_a_network_method_are_refused():
 
 
 def test_trainer_applies_model_channels_last_and_compile(tmp_path):
-    from resbone.engine.trainer import Trainer
+    from resbone.detection.task import DetectionTrainer as Trainer
     from tests.helpers.detectors import tiny_cfg
 
     data, out = str(tmp_path / "data"), str(tmp_path / "out")

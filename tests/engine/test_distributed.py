@@ -11,7 +11,7 @@ import torch
 import torch.multiprocessing as mp
 
 from resbone.detection.detector import build_detector
-from resbone.engine.trainer import Trainer
+from resbone.detection.task import DetectionTrainer as Trainer
 from resbone.models.resnet import ResNet
 from tests.helpers.detectors import TinyDetector, tiny_cfg
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from resbone.detection.config import load_cfg
+from resbone.detection.task import DetectionTrainer as Trainer
 from resbone.engine.checkpoint import load_weights
-from resbone.engine.config import load_cfg
 from resbone.engine.ema import ModelEMA, ema_decay
-from resbone.engine.trainer import Trainer
 from tests.engine.test_trainer import DiesAt, Interrupted
 from tests.helpers.detectors import TinyDetector, tiny_cfg
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from resbone.engine.config import load_cfg
+from resbone.detection.config import load_cfg
 from resbone.engine.solver import build_lr_scheduler, build_optimizer
 
 

@@ -10,10 +10,10 @@ import re
 import pytest
 import torch
 
+from resbone.detection.config import load_cfg
+from resbone.detection.task import DetectionTrainer as Trainer
 from resbone.engine.checkpoint import last_checkpoint
-from resbone.engine.config import load_cfg
 from resbone.engine.solver import lr_factor
-from resbone.engine.trainer import Trainer
 from tests.helpers.detectors import TinyDetector, tiny_cfg
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from resbone.engine.config import load_cfg
+from resbone.detection.config import load_cfg
 
 
 class TinyDetector(nn.Module):

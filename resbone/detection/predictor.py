@@ -14,13 +14,14 @@ from torch import nn
 
 from resbone import convert as resbone_convert
 from resbone.detection.data import COCODetection, read_image, resolve_dataset
+from resbone.detection.data.build import build_dataset, shapes_settings
 from resbone.detection.detector import build_detector
+from resbone.detection.inference import evaluate
+from resbone.detection.visualize import draw_detections, render_detections
 from resbone.engine.accelerate import accelerate_model
-from resbone.engine.checkpoint import load_training_state
-from resbone.engine.data import build_dataset, shapes_settings
-from resbone.engine.evaluation import evaluate
+from resbone.engine.checkpoint import recorded_class_names
 from resbone.engine.runtime import start_process
-from resbone.engine.visualize import draw_detections, render_detections, save_png, side_by_side
+from resbone.engine.visualize import save_png, side_by_side
 
 __all__ = ["EvalResults", "Drawings", "load_detector", "evaluate_weights", "predict_images", "draw_validation_grid",
            "find_ground_truth"]
@@ -74,19 +75,7 @@ def _load_detector(cfg, weights: str, *, allow_missing: bool) -> tuple[nn.Module
         partial = report.problems()
         logger.warning("%s: partial weights: loaded %d tensors; %s", weights, len(report.loaded), partial)
     model.eval()
-    return model, _recorded_class_names(weights), partial
-
-
-def _recorded_class_names(weights: str) -> list[str] | None:
-    if weights.endswith((".safetensors", ".pkl")):  # only resbone's training checkpoints record them
-        return None
-    try:
-        state = load_training_state(weights)
-    except ValueError:  # a pickle torch.load will not read safely: resbone.convert read its tensors
-        return None
-    if isinstance(state, dict) and isinstance(state.get("class_names"), list):
-        return [str(n) for n in state["class_names"]]
-    return None
+    return model, recorded_class_names(weights), partial
 
 
 def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads: int | None = None) -> EvalResults:
@@ -98,7 +87,7 @@ def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads:
     device = start_process(cfg, threads=threads)
     model, _, partial = _load_detector(cfg, weights, allow_missing=allow_missing)
     model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                             channels_last=bool(cfg.MODEL.CHANNELS_LAST))
+                             channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward_head")
     results = EvalResults(evaluate(cfg, model, device))
     results.partial_weights = partial
     return results

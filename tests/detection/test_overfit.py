@@ -8,9 +8,9 @@ import os
 
 import pytest
 
+from resbone.detection.config import load_cfg
 from resbone.detection.detector import build_detector
-from resbone.engine.config import load_cfg
-from resbone.engine.trainer import Trainer
+from resbone.detection.task import DetectionTrainer as Trainer
 from resbone.models.resnet import ResNet
 
 

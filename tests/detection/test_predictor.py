@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from resbone.engine.config import load_cfg
-from resbone.engine.predictor import load_detector, predict_images
-from resbone.engine.trainer import build_detector_with_weight
+from resbone.detection.config import load_cfg
+from resbone.detection.predictor import load_detector, predict_images
+from resbone.detection.task import build_detector_with_weight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG = os.path.join(REPO, "resbone", "configs", "fcos", "shapes_R_18_FPN.yaml")
@@ -120,8 +120,8 @@ def test_predict_with_ground_truth_draws_truth_beside_prediction(tmp_path, weigh
     """--gt: an image of the config's data sets is drawn as ground truth | prediction, each enlarged 6x
     (64 -> 384 px) under a title strip; an image in no known set is refused by name."""
     from resbone.detection.data import resolve_dataset
-    from resbone.engine.data import shapes_settings
-    from resbone.engine.predictor import find_ground_truth
+    from resbone.detection.data.build import shapes_settings
+    from resbone.detection.predictor import find_ground_truth
 
     cfg = _shapes_cfg(tmp_path)
     image_dir, ann_file = resolve_dataset("shapes_val", root=cfg.DATASETS.ROOT, shapes=shapes_settings(cfg))
@@ -137,7 +137,7 @@ def test_predict_with_ground_truth_draws_truth_beside_prediction(tmp_path, weigh
 
 
 def test_validation_grid_has_one_pair_per_image(tmp_path, weights):
-    from resbone.engine.predictor import draw_validation_grid
+    from resbone.detection.predictor import draw_validation_grid
 
     path = draw_validation_grid(_shapes_cfg(tmp_path), weights, str(tmp_path / "out"), num_images=3, columns=2)
     assert path == str(tmp_path / "out" / "grid_shapes_val.png")
@@ -149,7 +149,7 @@ def test_validation_grid_has_one_pair_per_image(tmp_path, weights):
 def test_labels_stay_inside_the_image_and_off_each_other():
     from PIL import ImageDraw, ImageFont
 
-    from resbone.engine.visualize import _label_spot
+    from resbone.detection.visualize import _label_spot
 
     draw = ImageDraw.Draw(Image.new("RGB", (384, 384)))
     font = ImageFont.load_default(size=14)

@@ -16,9 +16,10 @@ from torchvision.models.detection.fcos import FCOSHead
 from torchvision.ops import FrozenBatchNorm2d
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
+from resbone.detection.config import get_cfg, load_cfg
 from resbone.detection.defaults import detector_cfg
 from resbone.detection.detector import build_detector
-from resbone.engine.config import CfgNode, check_weight, get_cfg, load_cfg
+from resbone.engine.config import CfgNode, check_weight
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -135,7 +136,7 @@ def test_fcos_config_files_load_unchanged(tmp_path, text):
     assert "://" in cfg.MODEL.WEIGHT
 
 
-SHIPPED = sorted(str(p.relative_to(REPO)) for p in Path(REPO, "resbone", "configs").rglob("*.yaml"))
+SHIPPED = sorted(str(p.relative_to(REPO)) for p in Path(REPO, "resbone", "configs", "fcos").rglob("*.yaml"))
 
 
 def _torchvision_fcos(cfg) -> nn.Module:

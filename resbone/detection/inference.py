@@ -11,10 +11,12 @@ import time
 import torch
 from torch import nn
 
+from resbone.detection.data import collate
+from resbone.detection.data.build import build_dataset
 from resbone.detection.evaluation import COCO_METRICS, evaluate_coco
 from resbone.engine import distributed as comm
-from resbone.engine.data import build_dataset, build_test_loader, per_rank
-from resbone.engine.runtime import logger, select_device
+from resbone.engine.data import build_test_loader, per_rank
+from resbone.engine.runtime import logger, progress_bar, select_device
 
 __all__ = ["inference", "evaluate"]
 
@@ -22,14 +24,11 @@ __all__ = ["inference", "evaluate"]
 @torch.no_grad()
 def inference(model: nn.Module, loader, device: torch.device, *, progress: bool = False) -> dict:
     """{image_id: prediction on the CPU} for the whole set, gathered from every rank."""
-    from tqdm import tqdm
-
     was_training = model.training
     model.eval()
     predictions = {}
     try:
-        for images, targets in tqdm(loader, desc="inference", disable=not (progress and comm.is_main_process()),
-                                    leave=False, dynamic_ncols=True):
+        for images, targets in progress_bar(loader, desc="inference", enabled=progress and comm.is_main_process()):
             outputs = model([im.to(device) for im in images])
             for target, output in zip(targets, outputs):
                 predictions[target["image_id"]] = {k: v.detach().cpu() for k, v in output.items()}
@@ -49,7 +48,8 @@ def evaluate(cfg, model: nn.Module, device: torch.device | None = None, *, progr
     batch = per_rank(cfg.TEST.IMS_PER_BATCH, "TEST.IMS_PER_BATCH")
     for name in cfg.DATASETS.TEST:
         dataset = build_dataset(cfg, name, is_train=False)
-        loader = build_test_loader(dataset, batch_size=batch, num_workers=cfg.DATALOADER.NUM_WORKERS)
+        loader = build_test_loader(dataset, batch_size=batch, collate_fn=collate,
+                                   num_workers=cfg.DATALOADER.NUM_WORKERS)
         start = time.perf_counter()
         predictions = inference(model, loader, device, progress=progress)
         metrics = evaluate_coco(dataset.coco, predictions, dataset.label_to_cat_id)
