@@ -61,7 +61,7 @@ def _is_name(stem: str) -> bool:
 
 
 def _close_names(stem: str, names: list[str]) -> list[str]:
-    # a stale path (configs/fcos/x.yaml) or a bare file name (x) names one config exactly; else a typo
+    # a path of the old layout (configs/ at the top) or a bare file name names one config exactly; else a typo
     exact = [n for n in names if stem.endswith("/" + n) or n.endswith("/" + stem)]
     if exact:
         return exact[:3]
