@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+import resbone
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,9 +114,10 @@ import resbone
 heavy = [m for m in ('torch', 'yacs') if m in sys.modules]
 absent = [m for m in ('timm', 'onnx', 'onnxruntime', 'pytest') if importlib.util.find_spec(m) is None]
 dist = importlib.metadata.distribution('resbone')
+finders = [type(f).__module__ for f in sys.meta_path]  # an editable install adds its own finder here
 print(json.dumps(dict(file=resbone.__file__, version=resbone.__version__, path=sys.path, heavy=heavy, absent=absent,
                       omp=os.environ.get('OMP_WAIT_POLICY'), dist=str(dist.locate_file('')),
-                      dist_version=dist.version)))
+                      dist_version=dist.version, finders=finders)))
 """
 
 
@@ -123,21 +126,28 @@ def test_the_wheel_is_what_runs(installed):
     probe = json.loads(run(str(env_dir / "bin" / "python"), "-c", _PROBE).stdout)
     site = str(env_dir.resolve())
     assert Path(probe["file"]).resolve().is_relative_to(site), probe["file"]  # not the checkout, not editable
-    assert Path(probe["dist"]).resolve().is_relative_to(site) and probe["dist_version"] == probe["version"]
+    assert Path(probe["dist"]).resolve().is_relative_to(site)
     assert not [p for p in probe["path"] if p and Path(p).resolve().is_relative_to(REPO)]
-    assert probe["version"] == wheel.name.split("-")[1]
+    assert not [f for f in probe["finders"] if "editable" in f], probe["finders"]
+    # one version: the checkout's resbone.__version__ is what the wheel's metadata and its module say
+    assert probe["version"] == probe["dist_version"] == wheel.name.split("-")[1] == resbone.__version__
     # only the runtime dependencies: the test extras are not importable; importing changes nothing
     assert probe["absent"] == ["timm", "onnx", "onnxruntime", "pytest"]
     assert probe["omp"] is None and probe["heavy"] == []
 
 
+_PATHS = "import sys, resbone; print('\\n'.join(resbone.find_config(name) for name in sys.argv[1:]))"
+
+
 def test_commands_from_outside_the_checkout(installed):
     run, env_dir, work, wheel = installed
     assert run("resbone", "--version").stdout.strip() == f"resbone {wheel.name.split('-')[1]}"
-    configs = run(str(env_dir / "bin" / "python"), "-m", "resbone", "configs", "--path").stdout
-    assert "fcos/shapes_R_18_FPN  " in configs
-    for line in configs.splitlines():  # every shipped config is a file of the installed package
-        assert Path(line.split()[1]).resolve().is_relative_to(env_dir.resolve()), line
+    names = run(str(env_dir / "bin" / "python"), "-m", "resbone", "configs").stdout.split()
+    assert "fcos/shapes_R_18_FPN" in names
+    paths = run(str(env_dir / "bin" / "python"), "-c", _PATHS, *names).stdout.split()
+    assert len(paths) == len(names)
+    for path in paths:  # every shipped config is a file of the installed package
+        assert Path(path).is_file() and Path(path).resolve().is_relative_to(env_dir.resolve()), path
     assert "total params: 11,689,512" in run("resbone", "summary", "resnet18").stdout  # torchvision's resnet18
 
 
@@ -149,14 +159,19 @@ TINY = ["MODEL.DEVICE", "cpu", "DATASETS.ROOT", "data", "DATASETS.SHAPES.NUM_TRA
 
 # the other commands in one process of the venv's python (each `resbone` start pays torch's import)
 _MORE = """
-import os, sys, torch, torchvision
+import os, runpy, sys, torch, torchvision
 from resbone.cli import main
+opts, sys.argv = sys.argv[1:], ["resbone", "--version"]
+try:
+    runpy.run_module("resbone", run_name="__main__")  # python -m resbone --version
+except SystemExit as exit:
+    assert exit.code == 0
 assert main(["list", "resnet1*"]) == 0
 assert main(["data", "shapes", "--out", "gen", "--num-train", "2", "--num-val", "1", "--size", "32"]) == 0
-assert main(["eval", "fcos/shapes_R_18_FPN.yaml", "--weights", "run/model_final.pth", *sys.argv[1:]]) == 0
+assert main(["eval", "fcos/shapes_R_18_FPN.yaml", "--weights", "run/model_final.pth", *opts]) == 0
 image = os.path.join("gen", "val", "000001.png")
 assert main(["predict", "fcos/shapes_R_18_FPN", "--weights", "run/model_final.pth", image, "--out", "pred",
-             "--opts", *sys.argv[1:]]) == 0
+             "--opts", *opts]) == 0
 torch.save(torchvision.models.resnet18().state_dict(), "tv.pth")
 assert main(["convert", "tv.pth", "timm.safetensors", "--to", "timm", "--arch", "resnet18"]) == 0
 print("export:", main(["export", "resnet18", "r18.onnx"]))
@@ -169,6 +184,7 @@ def test_train_and_the_other_commands_on_a_shipped_config(installed):
     assert "shapes_val: AP " in trained.stdout
     assert (work / "run" / "model_final.pth").is_file()
     more = run(str(env_dir / "bin" / "python"), "-c", _MORE, *TINY)
+    assert more.stdout.startswith(f"resbone {resbone.__version__}\n")
     assert "resnet18" in more.stdout.split() and more.stdout.count("shapes_val: AP ") == 1
     assert (work / "pred" / "000001.png").is_file() and (work / "timm.safetensors").is_file()
     # ONNX is the deploy extra, absent here: the error names it

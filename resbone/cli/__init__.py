@@ -121,7 +121,7 @@ def _run_export(args: argparse.Namespace) -> int:
 def _add_configs(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("configs", help="the configs shipped with resbone, by name (train/eval/predict take the name)")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'fcos/*'")
-    p.add_argument("--path", action="store_true", help="print each config's file path too (to copy and edit it)")
+    p.add_argument("--path", action="store_true", help="print the configs' file paths instead (to copy and edit one)")
     p.set_defaults(func=_run_configs)
 
 
@@ -130,8 +130,9 @@ def _run_configs(args: argparse.Namespace) -> int:
 
     names = list_configs(args.pattern)
     if not names:
-        raise ValueError(f"no shipped config matches {args.pattern!r}; the configs are {', '.join(list_configs())}")
-    print("\n".join(f"{n}  {find_config(n)}" if args.path else n for n in names))
+        raise ValueError(f"no shipped config matches {args.pattern!r}; the configs are "
+                         f"{', '.join(list_configs()) or 'none (this installation ships no configs)'}")
+    print("\n".join(find_config(n) if args.path else n for n in names))
     return 0
 
 

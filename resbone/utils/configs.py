@@ -50,7 +50,8 @@ def find_config(name_or_path: str | os.PathLike) -> str:
             return str(shipped)
     names = list_configs()
     close = _close_names(stem, names)
-    hint = f"did you mean {', '.join(close)}?" if close else f"the shipped configs are {', '.join(names)}"
+    hint = f"did you mean {', '.join(close)}?" if close else \
+        f"the shipped configs are {', '.join(names)}" if names else "this installation ships no configs"
     raise ValueError(f"{given!r} is neither a config file nor a shipped config name; {hint} "
                      f"(`resbone configs` lists them)")
 
