@@ -1,7 +1,7 @@
 """Optional dependencies (pyproject's extras): a missing one is named with the pip command that installs it,
 as pandas' `import_optional_dependency` does, instead of torch's "Module onnx is not installed!" from deep
-inside an export. Proven by tests/test_wheel.py (an installed wheel without the deploy extra) and
-tests/test_imports.py.
+inside an export. Proven by tests/utils/test_extras.py and tests/test_wheel.py (an installed wheel without the
+deploy extra).
 """
 from __future__ import annotations
 
