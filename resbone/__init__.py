@@ -9,6 +9,7 @@ Proven by tests/test_imports.py.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"  # the one place: pyproject.toml reads it (tool.setuptools.dynamic)
@@ -27,8 +28,6 @@ _EXPORTS = {
     "is_model": "resbone.models.registry", "list_models": "resbone.models.registry",
     "register_model": "resbone.models.registry",
 }
-_SUBPACKAGES = ("analysis", "builders", "cli", "convert", "deploy", "detection", "engine", "factory", "layers",
-                "models", "utils")
 
 __all__ = ["BasicBlock", "Bottleneck", "MobileNetV2", "ResLayer", "ResNet", "build_backbone", "build_fcos_backbone",
            "convert_state_dict", "create_model", "detect_dialect", "find_config", "is_model", "list_configs",
@@ -48,7 +47,7 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; at run time __getat
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBPACKAGES:
+    elif name in _submodules():  # `import resbone; resbone.detection` as before
         value = importlib.import_module(f"{__name__}.{name}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -56,5 +55,9 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def _submodules() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
 def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__, *_SUBPACKAGES})
+    return sorted({*globals(), *__all__, *_submodules()})
