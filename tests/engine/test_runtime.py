@@ -71,18 +71,3 @@ def test_setup_threads_applies_and_logs_the_choice(machine, caplog):
     finally:
         torch.set_num_threads(before)
         runtime.logger.propagate = False
-
-
-def test_importing_resbone_first_makes_idle_openmp_threads_sleep():
-    # libgomp reads OMP_WAIT_POLICY when torch loads it: `import resbone` before torch sets PASSIVE, and a
-    # value the user set stays
-    import subprocess
-    import sys
-
-    code = "import resbone, os; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ACTIVE"
