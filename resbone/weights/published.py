@@ -31,6 +31,8 @@ TORCHVISION = (
     ("mobilenet_v2", "tv_in1k", "mobilenet_v2-b0353104.pth", 71.878, 90.286, 3504872, 256),
     ("mobilenet_v2", "tv2_in1k", "mobilenet_v2-7ebf99e0.pth", 72.154, 90.822, 3504872, 232),
 )
+# torchvision 0.13 added these: mmcv / mmengine name them only as torchvision://NAME.imagenet1k_v1
+TORCHVISION_SINCE_013 = {"resnext101_64x4d"}
 # The files torchvision < 0.13 (and fast-reid, torchreid, old mmcv) name for the same V1 weights; caches hold them.
 TORCHVISION_OLD_FILES = {
     "resnet18": "resnet18-5c106cde.pth", "resnet34": "resnet34-333f7ec4.pth", "resnet50": "resnet50-19c8e357.pth",

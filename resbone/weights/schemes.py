@@ -23,8 +23,6 @@ _CATALOG = "catalog://ImageNetPretrained/"
 SCHEMES = ("torchvision://", "modelzoo://", "open-mmlab://", "openmmlab://", "mmcls://", "mmpretrain://",
            "detectron2://", "catalog://", "hf-hub:", "http://", "https://")
 _RENAMED = {"modelzoo://": "torchvision://", "openmmlab://": "open-mmlab://", "mmpretrain://": "mmcls://"}
-_DEPRECATED = {"open-mmlab://resnet50_caffe_bgr": "open-mmlab://detectron2/resnet50_caffe",
-               "open-mmlab://resnet101_caffe_bgr": "open-mmlab://detectron2/resnet101_caffe"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ def has_scheme(spec: object) -> bool:
 
 def _file_name(url: str) -> str:
     parts = urlsplit(url)
-    path = parts.path.strip("/").split("/")
+    path = parts.path.lstrip("/").split("/")
     if parts.netloc == "huggingface.co" and len(path) >= 5 and path[2] == "resolve":
         return f"{path[1]}.{path[-1]}"  # hub files are all model.safetensors: keep the repo's name
     if not path or not path[-1]:
@@ -69,7 +67,6 @@ def locate(spec: str | Weights) -> Location:
     for old, new in _RENAMED.items():
         if spec.startswith(old):
             spec = new + spec[len(old):]
-    spec = _DEPRECATED.get(spec, spec)
     if spec.startswith(("http://", "https://")):
         return Location(spec, spec, _file_name(spec))
     weights = find_alias(spec)

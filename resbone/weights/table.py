@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+import torch
 from torch import nn
 
 from resbone.weights import published as P
@@ -58,18 +59,31 @@ class EvalTransform:
     caffe: bool = False
 
     def transforms(self) -> nn.Module:
-        """A torchvision transform (PIL image or uint8 CHW tensor in, float tensor out), as
-        torchvision's `Weights.transforms()` gives."""
-        import torch
-        from torchvision.transforms import InterpolationMode, v2
+        """A torchvision transform (PIL image or uint8 CHW tensor in, float tensor out), with the steps and
+        order of torchvision's `Weights.transforms()` (ImageClassification)."""
+        return _Preprocess(self)
 
-        steps = [v2.ToImage(), v2.Resize(self.resize, interpolation=InterpolationMode(self.interpolation),
-                                         antialias=True), v2.CenterCrop(self.crop)]
-        if self.caffe:
-            steps += [v2.ToDtype(torch.float32, scale=False), v2.Lambda(lambda x: x.flip(-3))]
-        else:
-            steps += [v2.ToDtype(torch.float32, scale=True)]
-        return v2.Compose([*steps, v2.Normalize(list(self.mean), list(self.std))])
+
+class _Preprocess(nn.Module):
+    def __init__(self, spec: EvalTransform) -> None:
+        super().__init__()
+        self.spec = spec
+
+    def forward(self, img: Any) -> torch.Tensor:
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms import functional as F
+
+        s = self.spec
+        img = F.resize(img, [s.resize], interpolation=InterpolationMode(s.interpolation), antialias=True)
+        img = F.center_crop(img, [s.crop])
+        if not isinstance(img, torch.Tensor):
+            img = F.pil_to_tensor(img)
+        # Caffe weights read BGR in 0-255; everything else RGB in 0-1
+        img = img.float().flip(-3) if s.caffe else F.convert_image_dtype(img, torch.float)
+        return F.normalize(img, list(s.mean), list(s.std))
+
+    def extra_repr(self) -> str:
+        return repr(self.spec)
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,8 @@ def _torchvision() -> list[Weights]:
     rows = []
     for model, tag, file, acc1, acc5, params, resize in P.TORCHVISION:
         version = "imagenet1k_v2" if tag == "tv2_in1k" else "imagenet1k_v1"
-        aliases = [f"torchvision://{model}.{version}"] + ([f"torchvision://{model}"] if tag == "tv_in1k" else [])
+        aliases = [f"torchvision://{model}.{version}"] + (
+            [f"torchvision://{model}"] if tag == "tv_in1k" and model not in P.TORCHVISION_SINCE_013 else [])
         old = (P.TORCHVISION_OLD_FILES[model],) if tag == "tv_in1k" and model in P.TORCHVISION_OLD_FILES else ()
         rows.append(Weights(model, tag, "https://download.pytorch.org/models/" + file, "torchvision", acc1, acc5,
                             params, EvalTransform(resize=resize), tuple(aliases), also_cached_as=old))
