@@ -14,8 +14,9 @@ from resbone.factory import create_model
 from resbone.models.mobilenetv2 import MobileNetV2
 from resbone.models.registry import is_model, list_models, register_model
 from resbone.models.resnet import BasicBlock, Bottleneck, ResLayer, ResNet
+from resbone.weights import get_weights, list_pretrained
 
 __version__ = "0.1.0"
 __all__ = ["BasicBlock", "Bottleneck", "MobileNetV2", "ResLayer", "ResNet", "build_backbone",
-           "build_fcos_backbone", "convert_state_dict", "create_model", "detect_dialect", "is_model",
-           "list_models", "load_checkpoint", "register_model"]
+           "build_fcos_backbone", "convert_state_dict", "create_model", "detect_dialect", "get_weights",
+           "is_model", "list_models", "list_pretrained", "load_checkpoint", "register_model"]

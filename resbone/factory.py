@@ -19,6 +19,7 @@ from torch import nn
 from resbone.convert import load_checkpoint
 from resbone.models import registry
 from resbone.weights import get_weights, resolve
+from resbone.weights.table import torchvision_tag
 
 __all__ = ["create_model"]
 
@@ -31,11 +32,15 @@ def create_model(name: str, pretrained: bool | str = False, *,
 
     pretrained: True (the model's default tag, or the tag of a 'model.tag' name, timm's form), a tag
     ('tv_in1k'), or False. A num_classes other than the file's keeps the classifier at init, with one warning.
+    weights: torchvision's name for the same ('IMAGENET1K_V1', 'IMAGENET1K_V2', 'DEFAULT' or its enum).
     progress: show a progress bar while downloading.
     features_only=True (timm's): a backbone (num_classes=None) whose forward returns a list with the map of
     each `out_indices` stage, and whose feature_info answers channels() / reduction() / module_name()."""
     if not isinstance(pretrained, (bool, str)):
         raise TypeError(f"pretrained must be True, False or a tag such as 'tv_in1k', got {pretrained!r}")
+    if overrides.get("weights") is not None:  # torchvision's resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)
+        pretrained = pretrained or torchvision_tag(overrides.pop("weights"))
+    overrides.pop("weights", None)
     name, _, tag = name.partition(".") if isinstance(name, str) else (name, "", "")
     if isinstance(pretrained, str) and tag and pretrained != tag:
         raise ValueError(f"the name's tag {tag!r} and pretrained={pretrained!r} differ; give one")

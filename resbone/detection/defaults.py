@@ -30,7 +30,7 @@ _C.MODEL.KEYPOINT_ON = False
 _C.MODEL.DEVICE = "cuda"
 _C.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
 _C.MODEL.CLS_AGNOSTIC_BBOX_REG = False
-_C.MODEL.WEIGHT = ""  # a local file: FCOS's `catalog://` names and URLs are refused (resbone never downloads)
+_C.MODEL.WEIGHT = ""  # a local file, FCOS's `catalog://` name or a URL (resbone.weights fetches it once)
 _C.MODEL.USE_SYNCBN = False
 
 _C.INPUT = CN()

@@ -193,6 +193,19 @@ def get_weights(model: str, tag: str | bool | None = None) -> Weights:
     return _TABLE[f"{model}.{tag}"]
 
 
+_TORCHVISION_NAMES = {"IMAGENET1K_V1": "tv_in1k", "IMAGENET1K_V2": "tv2_in1k", "DEFAULT": True}
+
+
+def torchvision_tag(weights: Any) -> str | bool:
+    """The tag of torchvision's `weights=` argument: 'IMAGENET1K_V1' / ResNet50_Weights.IMAGENET1K_V1 ->
+    'tv_in1k', IMAGENET1K_V2 -> 'tv2_in1k', DEFAULT -> True (the default tag, torchvision's DEFAULT)."""
+    name = getattr(weights, "name", weights)
+    if name not in _TORCHVISION_NAMES:
+        raise ValueError(f"weights={weights!r} is not one of torchvision's names {', '.join(_TORCHVISION_NAMES)}; "
+                         "or pass pretrained='tag' (resbone.list_pretrained())")
+    return _TORCHVISION_NAMES[name]
+
+
 def find_alias(spec: str) -> Weights | None:
     return next((w for w in _TABLE.values() if spec in w.aliases), None)
 
@@ -201,10 +214,10 @@ def aliases(prefix: str) -> list[str]:
     return sorted(a for w in _TABLE.values() for a in w.aliases if a.startswith(prefix))
 
 
-def markdown_table() -> str:
-    """The table of tags as markdown (docs/pretrained.md is this text): model, tag, source, acc@1, params."""
+def markdown_table(pattern: str = "*") -> str:
+    """The table of tags as markdown (the docs page of pretrained weights holds it): model, tag, source, acc@1, params, default."""
     lines = ["| model | tag | source | acc@1 | params (M) | default |", "|---|---|---|---:|---:|:---:|"]
-    for w in sorted(_TABLE.values(), key=lambda w: (w.model, w.tag)):
+    for w in (_TABLE[name] for name in list_pretrained(pattern)):
         acc = f"{w.acc1:.2f}" if w.acc1 is not None else "n/p"
         params = f"{w.num_params / 1e6:.2f}" if w.num_params else "–"
         default = "yes" if P.DEFAULT_TAGS.get(w.model) == w.tag else ""

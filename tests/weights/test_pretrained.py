@@ -75,7 +75,6 @@ def test_open_mmlab_file_through_init_cfg(served, any_hash):
     torch.testing.assert_close(model(x)[-1], reference(x)[-1], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.slow
 def test_mmcls_and_mmpretrain_names(served, any_hash):
     reference = mmpretrain_backbones().ResNetV1d(depth=50, out_indices=(3,))
     reference.eval()
@@ -98,7 +97,6 @@ def test_detectron2_scheme(served, tmp_path):
     assert all(torch.equal(model.state_dict()[k], v) for k, v in native.items())
 
 
-@pytest.mark.slow
 def test_cadene_se_resnet50(served):
     reference = pretrainedmodels_senet().se_resnet50(num_classes=1000, pretrained=None).eval()
     served.add("http://data.lip6.fr/cadene/pretrainedmodels/se_resnet50-ce0d4300.pth",
@@ -106,3 +104,10 @@ def test_cadene_se_resnet50(served):
     model = create_model("se_resnet50", pretrained=True, progress=False).eval()
     x = torch.randn(1, 3, 224, 224)  # Cadene's head is a fixed 7x7 average pool
     torch.testing.assert_close(model(x), reference(x), rtol=1e-4, atol=1e-4)
+
+
+def test_torchvision_weights_argument_means_the_same_file(tv18):
+    model = create_model("resnet18", weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1, progress=False)
+    assert torch.equal(model.conv1.weight, tv18.conv1.weight)
+    with pytest.raises(ValueError, match=r"IMAGENET1K_V3.*IMAGENET1K_V1"):
+        create_model("resnet18", weights="IMAGENET1K_V3")
