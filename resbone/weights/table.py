@@ -215,7 +215,7 @@ def aliases(prefix: str) -> list[str]:
 
 
 def markdown_table(pattern: str = "*") -> str:
-    """The table of tags as markdown (the docs page of pretrained weights holds it): model, tag, source, acc@1, params, default."""
+    """The table of tags as markdown, as the docs page of pretrained weights holds it."""
     lines = ["| model | tag | source | acc@1 | params (M) | default |", "|---|---|---|---:|---:|:---:|"]
     for w in (_TABLE[name] for name in list_pretrained(pattern)):
         acc = f"{w.acc1:.2f}" if w.acc1 is not None else "n/p"

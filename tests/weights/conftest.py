@@ -24,6 +24,8 @@ class _Served:
         self.files: dict[str, bytes] = {}
         self.requests: list[str] = []
         self.cut: set[str] = set()
+        self.proxied = False  # True: leave URLs as they are (the test sets http_proxy to the server)
+        self.base = ""
 
     def add(self, url: str, data: bytes) -> str:
         parts = urlsplit(url)
@@ -34,15 +36,18 @@ class _Served:
 def _handler(served: _Served) -> type:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            served.requests.append(self.path)
-            data = served.files.get(self.path)
+            # through a proxy (http_proxy) the request line holds the whole URL: keep HOST/PATH
+            parts = urlsplit(self.path)
+            path = f"/{parts.netloc}{parts.path}" if parts.scheme else self.path
+            served.requests.append(path)
+            data = served.files.get(path)
             if data is None:
                 self.send_error(404)
                 return
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data[: len(data) // 2] if self.path in served.cut else data)
+            self.wfile.write(data[: len(data) // 2] if path in served.cut else data)
 
         def log_message(self, *args) -> None:
             pass
@@ -57,7 +62,7 @@ def served(monkeypatch, tmp_path):
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    base = state.base = f"http://127.0.0.1:{server.server_address[1]}"
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     for name in hub.OFFLINE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -65,7 +70,7 @@ def served(monkeypatch, tmp_path):
 
     def local(url: str, dst: str, *, progress: bool) -> None:
         parts = urlsplit(url)
-        real(f"{base}/{parts.netloc}{parts.path}", dst, progress=progress)
+        real(url if state.proxied else f"{base}/{parts.netloc}{parts.path}", dst, progress=progress)
 
     monkeypatch.setattr(hub, "download_url_to_file", local)
     yield state

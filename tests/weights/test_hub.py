@@ -4,6 +4,7 @@ transfer or a wrong hash leaving nothing in the cache, offline mode, and one-sen
 from __future__ import annotations
 
 import os
+import urllib.request
 
 import pytest
 import torch
@@ -118,3 +119,30 @@ def test_create_model_pretrained_resnet18(served, any_hash, tv18):
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(model.eval()(x), reference(x), rtol=1e-4, atol=1e-4)
     assert len(served.requests) == 1
+
+
+def test_proxy_from_the_environment_is_used(served, any_hash, monkeypatch):
+    """Cadene's host is plain http: urllib sends the request to $http_proxy, here the local server."""
+    data = torch_bytes({"w": torch.ones(3)})
+    url = served.add("http://data.lip6.fr/cadene/pretrainedmodels/se_resnet50-ce0d4300.pth", data)
+    served.proxied = True
+    monkeypatch.setenv("http_proxy", served.base)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.setattr(urllib.request, "_opener", None)  # urlopen reads the proxy variables when it first runs
+    assert resolve(url, progress=False).read_bytes() == data
+    assert served.requests == ["/data.lip6.fr/cadene/pretrainedmodels/se_resnet50-ce0d4300.pth"]
+
+
+def test_a_file_timm_cached_through_huggingface_hub_is_used_with_no_request(served, tmp_path, monkeypatch):
+    constants = pytest.importorskip("huggingface_hub.constants")
+    from safetensors.torch import save
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    repo = tmp_path / "hf" / "models--timm--resnet18d.ra2_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    (repo / "snapshots" / "abc123" / "model.safetensors").write_bytes(save({"w": torch.ones(2)}))
+    assert resolve("hf-hub:timm/resnet18d.ra2_in1k") == repo / "snapshots" / "abc123" / "model.safetensors"
+    assert served.requests == []
