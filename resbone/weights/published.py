@@ -150,6 +150,24 @@ IBN = (
     ("se_resnet101_ibn_a", _IBN + "se_resnet101_ibn_a-fabed4e2.pth", 78.75, 94.49),
 )
 
+# fast-reid's model zoo (MODEL_ZOO.md, release v0.1.1): its BoT ("bag of tricks") re-id models, whose backbone
+# resbone builds (last_stride=1, fast-reid's ceil-mode stem pool); the BNNeck head is left out with a warning.
+# (model, tag, file, data set, rank@1, mAP); AGW / SBS add non-local blocks and GeM in places resbone does not.
+_FASTREID = "https://github.com/JDAI-CV/fast-reid/releases/download/v0.1.1/"
+FASTREID = (
+    ("resnet50", "fastreid_market_bot", _FASTREID + "market_bot_R50.pth", "Market1501", 94.4, 86.1),
+    ("resnet50_ibn_a", "fastreid_market_bot", _FASTREID + "market_bot_R50-ibn.pth", "Market1501", 94.9, 87.6),
+    ("resnet101_ibn_a", "fastreid_market_bot", _FASTREID + "market_bot_R101-ibn.pth", "Market1501", 95.4, 88.9),
+    ("resnet50", "fastreid_duke_bot", _FASTREID + "duke_bot_R50.pth", "DukeMTMC", 87.2, 77.0),
+    ("resnet50_ibn_a", "fastreid_duke_bot", _FASTREID + "duke_bot_R50-ibn.pth", "DukeMTMC", 89.3, 79.6),
+    ("resnet101_ibn_a", "fastreid_duke_bot", _FASTREID + "duke_bot_R101-ibn.pth", "DukeMTMC", 91.2, 81.2),
+    ("resnet50", "fastreid_msmt_bot", _FASTREID + "msmt_bot_R50.pth", "MSMT17", 74.1, 50.2),
+    ("resnet50_ibn_a", "fastreid_msmt_bot", _FASTREID + "msmt_bot_R50-ibn.pth", "MSMT17", 77.0, 54.4),
+    ("resnet101_ibn_a", "fastreid_msmt_bot", _FASTREID + "msmt_bot_R101-ibn.pth", "MSMT17", 81.0, 59.4),
+)
+FASTREID_MODEL = {"last_stride": 1, "stem_pool": "ceil", "num_classes": None}
+FASTREID_INPUT = (256, 128)  # fast-reid's INPUT.SIZE_TEST, resized to exactly (bicubic), no crop
+
 # The tag `pretrained=True` picks: torchvision's DEFAULT where torchvision publishes, else timm's default tag,
 # else the only publisher's.
 DEFAULT_TAGS = {

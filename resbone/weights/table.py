@@ -43,16 +43,18 @@ SOURCES = {
     "detectron": Source("Detectron (MSRA / FAIR weights)", "Apache-2.0", "caffe2"),
     "cadene": Source("Cadene pretrainedmodels", "BSD-3-Clause", "cadene", hash_in_name=False),
     "ibn-net": Source("IBN-Net (XingangPan)", "MIT", "torchvision", hash_in_name=False),
+    "fast-reid": Source("fast-reid (JD AI)", "Apache-2.0", "fastreid", hash_in_name=False),
 }
 
 
 @dataclass(frozen=True)
 class EvalTransform:
     """The evaluation preprocessing the accuracy was measured with: resize the short side, centre-crop, scale,
-    normalise. caffe=True: BGR channels in 0-255 less `mean` (Caffe / Detectron)."""
+    normalise. caffe=True: BGR channels in 0-255 less `mean` (Caffe / Detectron). A (height, width) resize is
+    to exactly that size (fast-reid's person crops)."""
 
-    crop: int = 224
-    resize: int = 256
+    crop: int | tuple[int, int] = 224
+    resize: int | tuple[int, int] = 256
     interpolation: str = "bilinear"
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
@@ -74,8 +76,9 @@ class _Preprocess(nn.Module):
         from torchvision.transforms import functional as F
 
         s = self.spec
-        img = F.resize(img, [s.resize], interpolation=InterpolationMode(s.interpolation), antialias=True)
-        img = F.center_crop(img, [s.crop])
+        size = list(s.resize) if isinstance(s.resize, tuple) else [s.resize]
+        img = F.resize(img, size, interpolation=InterpolationMode(s.interpolation), antialias=True)
+        img = F.center_crop(img, list(s.crop) if isinstance(s.crop, tuple) else [s.crop])
         if not isinstance(img, torch.Tensor):
             img = F.pil_to_tensor(img)
         # Caffe weights read BGR in 0-255; everything else RGB in 0-1
@@ -101,6 +104,7 @@ class Weights:
     aliases: tuple[str, ...] = ()  # the scheme names other projects give the same file (torchvision://resnet50)
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)  # what the file needs (style='caffe')
     also_cached_as: tuple[str, ...] = ()  # names other code stored the same file under in torch hub's cache
+    results: str = ""  # what the publisher measured when it is not ImageNet top-1 (re-id rank@1 / mAP)
 
     @property
     def name(self) -> str:
@@ -156,6 +160,10 @@ def _others() -> list[Weights]:
                             model_kwargs=MappingProxyType(kwargs)))
     rows += [Weights(model, "cadene_in1k", url, "cadene") for model, url in P.CADENE]
     rows += [Weights(model, "ibn_in1k", url, "ibn-net", acc1, acc5) for model, url, acc1, acc5 in P.IBN]
+    person = EvalTransform(crop=P.FASTREID_INPUT, resize=P.FASTREID_INPUT, interpolation="bicubic")
+    rows += [Weights(model, tag, url, "fast-reid", transform=person, model_kwargs=MappingProxyType(P.FASTREID_MODEL),
+                     results=f"{data} rank@1 {rank1}, mAP {map_}")
+             for model, tag, url, data, rank1, map_ in P.FASTREID]
     return rows
 
 
@@ -218,7 +226,7 @@ def markdown_table(pattern: str = "*") -> str:
     """The table of tags as markdown, as the docs page of pretrained weights holds it."""
     lines = ["| model | tag | source | acc@1 | params (M) | default |", "|---|---|---|---:|---:|:---:|"]
     for w in (_TABLE[name] for name in list_pretrained(pattern)):
-        acc = f"{w.acc1:.2f}" if w.acc1 is not None else "n/p"
+        acc = f"{w.acc1:.2f}" if w.acc1 is not None else (w.results or "n/p")
         params = f"{w.num_params / 1e6:.2f}" if w.num_params else "–"
         default = "yes" if P.DEFAULT_TAGS.get(w.model) == w.tag else ""
         lines.append(f"| {w.model} | {w.tag} | {w.source} | {acc} | {params} | {default} |")

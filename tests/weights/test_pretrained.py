@@ -111,3 +111,17 @@ def test_torchvision_weights_argument_means_the_same_file(tv18):
     assert torch.equal(model.conv1.weight, tv18.conv1.weight)
     with pytest.raises(ValueError, match=r"IMAGENET1K_V3.*IMAGENET1K_V1"):
         create_model("resnet18", weights="IMAGENET1K_V3")
+
+
+def test_fast_reid_bot_model_gives_the_backbones_features(served):
+    from tests.helpers.references import fastreid_backbone, fastreid_whole_model, randomize
+
+    resnet = fastreid_backbone()  # as fast-reid's configs/Market1501/bagtricks_R50.yml builds it
+    backbone = resnet.ResNet(1, "BN", False, False, False, resnet.Bottleneck, [3, 4, 6, 3], [0, 0, 0, 0])
+    whole = randomize(fastreid_whole_model(backbone, feat_dim=2048, num_classes=751))
+    served.add("https://github.com/JDAI-CV/fast-reid/releases/download/v0.1.1/market_bot_R50.pth",
+               torch_bytes({"model": whole.state_dict()}))
+    with pytest.warns(UserWarning, match="re-identification head"):
+        model = create_model("resnet50", pretrained="fastreid_market_bot", progress=False).eval()
+    x = torch.randn(1, 3, 128, 64)
+    torch.testing.assert_close(model.forward_features(x), whole.backbone(x), rtol=1e-4, atol=1e-4)

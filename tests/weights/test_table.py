@@ -118,3 +118,14 @@ def test_every_entry_names_a_registered_model_and_every_model_has_a_default():
     assert {w.model for w in all_weights()} == set(P.DEFAULT_TAGS)
     for model, tag in P.DEFAULT_TAGS.items():
         assert get_weights(model).name == f"{model}.{tag}"
+
+
+def test_fast_reid_entries_take_fast_reids_test_input():
+    from fastreid.config import get_cfg
+
+    cfg = get_cfg()
+    for w in (w for w in all_weights() if w.source == "fast-reid"):
+        assert w.transform.resize == w.transform.crop == tuple(cfg.INPUT.SIZE_TEST)
+        assert w.transform.mean == pytest.approx([m / 255 for m in cfg.MODEL.PIXEL_MEAN])
+        assert w.transform.std == pytest.approx([s / 255 for s in cfg.MODEL.PIXEL_STD])
+        assert w.model_kwargs["last_stride"] == cfg.MODEL.BACKBONE.LAST_STRIDE and w.results
