@@ -130,14 +130,15 @@ MSRA = (
     ("resnext101_64x4d", "fair_caffe2_in1k", "FAIR/20171220/X-101-64x4d", {}),
 )
 
-# Cadene's pretrainedmodels (the SENet authors' Caffe weights, ported): (model, URL)
+# Cadene's pretrainedmodels (the SENet authors' Caffe weights, ported): (model, URL, acc@1, acc@5), the
+# accuracies from its README's "Evaluation on ImageNet" table (rows "Our porting")
 _CADENE = "http://data.lip6.fr/cadene/pretrainedmodels/"
 CADENE = (
-    ("se_resnet50", _CADENE + "se_resnet50-ce0d4300.pth"),
-    ("se_resnet101", _CADENE + "se_resnet101-7e38fcc6.pth"),
-    ("se_resnet152", _CADENE + "se_resnet152-d17c99b7.pth"),
-    ("se_resnext50_32x4d", _CADENE + "se_resnext50_32x4d-a260b3a4.pth"),
-    ("se_resnext101_32x4d", _CADENE + "se_resnext101_32x4d-3b2fe3d8.pth"),
+    ("se_resnet50", _CADENE + "se_resnet50-ce0d4300.pth", 77.636, 93.752),
+    ("se_resnet101", _CADENE + "se_resnet101-7e38fcc6.pth", 78.396, 94.258),
+    ("se_resnet152", _CADENE + "se_resnet152-d17c99b7.pth", 78.658, 94.374),
+    ("se_resnext50_32x4d", _CADENE + "se_resnext50_32x4d-a260b3a4.pth", 79.076, 94.434),
+    ("se_resnext101_32x4d", _CADENE + "se_resnext101_32x4d-3b2fe3d8.pth", 80.236, 95.028),
 )
 
 # IBN-Net's GitHub release v1.0 (the ImageNet weights fast-reid starts from): (model, file, acc@1, acc@5), the

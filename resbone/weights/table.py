@@ -158,7 +158,7 @@ def _others() -> list[Weights]:
         rows.append(Weights(model, tag, f"https://dl.fbaipublicfiles.com/detectron/{path}", "detectron",
                             transform=caffe, aliases=(f"catalog://ImageNetPretrained/{name}",),
                             model_kwargs=MappingProxyType(kwargs)))
-    rows += [Weights(model, "cadene_in1k", url, "cadene") for model, url in P.CADENE]
+    rows += [Weights(model, "cadene_in1k", url, "cadene", acc1, acc5) for model, url, acc1, acc5 in P.CADENE]
     rows += [Weights(model, "ibn_in1k", url, "ibn-net", acc1, acc5) for model, url, acc1, acc5 in P.IBN]
     person = EvalTransform(crop=P.FASTREID_INPUT, resize=P.FASTREID_INPUT, interpolation="bicubic")
     rows += [Weights(model, tag, url, "fast-reid", transform=person, model_kwargs=MappingProxyType(P.FASTREID_MODEL),
