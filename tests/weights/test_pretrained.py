@@ -125,3 +125,26 @@ def test_fast_reid_bot_model_gives_the_backbones_features(served):
         model = create_model("resnet50", pretrained="fastreid_market_bot", progress=False).eval()
     x = torch.randn(1, 3, 128, 64)
     torch.testing.assert_close(model.forward_features(x), whole.backbone(x), rtol=1e-4, atol=1e-4)
+
+
+def test_mmcls_classifier_file_loads_whole(served, any_hash):
+    """mmpretrain's ImageClassifier file (backbone.* + head.fc.*): the whole classifier, strict."""
+    backbone = mmpretrain_backbones().ResNet(depth=18)
+    backbone.eval()
+    fc = torch.nn.Linear(512, 1000)
+    state = {**{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+             **{f"head.fc.{k}": v for k, v in fc.state_dict().items()}}
+    served.add("https://download.openmmlab.com/mmclassification/v0/resnet/resnet18_8xb32_in1k_20210831-fbbb1da6.pth",
+               torch_bytes({"meta": {}, "state_dict": state}))
+    model = create_model("resnet18", pretrained="mmcls_in1k", progress=False).eval()
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(model(x), fc(backbone(x)[-1].mean((2, 3))), rtol=1e-4, atol=1e-4)
+
+
+def test_resbone_convert_reads_an_address(served, any_hash, tmp_path, tv18):
+    from resbone.cli import main
+    from resbone.convert import load_state_dict_file
+
+    out = tmp_path / "r18_timm.safetensors"
+    assert main(["convert", "torchvision://resnet18", str(out), "--to", "timm"]) == 0
+    assert torch.equal(load_state_dict_file(out)["conv1.weight"], tv18.conv1.weight)
