@@ -151,7 +151,7 @@ IBN = (
     ("se_resnet101_ibn_a", _IBN + "se_resnet101_ibn_a-fabed4e2.pth", 78.75, 94.49),
 )
 
-# fast-reid's model zoo (MODEL_ZOO.md, release v0.1.1): its BoT ("bag of tricks") re-id models, whose backbone
+# fast-reid's model zoo (its model-zoo page, release v0.1.1): its BoT ("bag of tricks") re-id models, whose backbone
 # resbone builds (last_stride=1, fast-reid's ceil-mode stem pool); the BNNeck head is left out with a warning.
 # (model, tag, file, data set, rank@1, mAP); AGW / SBS add non-local blocks and GeM in places resbone does not.
 _FASTREID = "https://github.com/JDAI-CV/fast-reid/releases/download/v0.1.1/"
