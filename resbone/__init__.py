@@ -27,11 +27,12 @@ _EXPORTS = {
     "find_config": "resbone.utils.configs", "list_configs": "resbone.utils.configs",
     "is_model": "resbone.models.registry", "list_models": "resbone.models.registry",
     "register_model": "resbone.models.registry",
+    "get_weights": "resbone.weights", "list_pretrained": "resbone.weights",
 }
 
 __all__ = ["BasicBlock", "Bottleneck", "MobileNetV2", "ResLayer", "ResNet", "build_backbone", "build_fcos_backbone",
-           "convert_state_dict", "create_model", "detect_dialect", "find_config", "is_model", "list_configs",
-           "list_models", "load_checkpoint", "register_model"]  # = sorted(_EXPORTS), written out for linters
+           "convert_state_dict", "create_model", "detect_dialect", "find_config", "get_weights", "is_model",
+           "list_configs", "list_models", "list_pretrained", "load_checkpoint", "register_model"]  # = sorted(_EXPORTS), written out for linters
 
 if TYPE_CHECKING:  # what static type checkers and IDEs see; at run time __getattr__ imports these on use
     from resbone.builders import build_backbone
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; at run time __getat
     from resbone.models.registry import is_model, list_models, register_model
     from resbone.models.resnet import BasicBlock, Bottleneck, ResLayer, ResNet
     from resbone.utils.configs import find_config, list_configs
+    from resbone.weights import get_weights, list_pretrained
 
 
 def __getattr__(name: str) -> Any:

@@ -13,7 +13,6 @@ freezing equivalences; every bad input's error).
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from typing import Any, Mapping
 
@@ -129,8 +128,9 @@ def build_backbone(cfg: Mapping[str, Any], *, scope: str | None = None, load_pre
     types and defaults apply: 'mmdet' (the default; ResNet: out_indices=(0, 1, 2, 3), norm_eval=True,
     zero_init_residual=True) or 'mmpretrain' (adds SEResNet, SEResNeXt, ResNeXt with width_per_group;
     out_indices=(3,), norm_eval=False). `pretrained=PATH` or `init_cfg=dict(type='Pretrained',
-    checkpoint=PATH)` load a local checkpoint of any dialect through resbone.convert.load_checkpoint
-    (strict=False, as mmdet); load_pretrained=False skips loading.
+    checkpoint=PATH)` load a checkpoint of any dialect through resbone.convert.load_checkpoint
+    (strict=False, as mmdet); PATH may be an address (torchvision://resnet50, open-mmlab://resnet50_v1c,
+    mmcls://..., https://...), fetched into torch hub's cache; load_pretrained=False skips loading.
     The result returns a tuple of out_indices maps and has `feature_info` / `out_channels`.
     """
     if not isinstance(cfg, Mapping):
@@ -185,10 +185,6 @@ def _resnet(kind: str, options: dict[str, Any]) -> ResNet:
 
 
 def _load_pretrained(model: nn.Module, kind: str, checkpoint: str, prefix: str | None) -> None:
-    if re.match(r"^[a-z][a-z0-9+.-]*://", checkpoint):
-        raise ValueError(f"checkpoint {checkpoint!r} is a download address; resbone downloads nothing: save the "
-                         f"file locally and pass its path (any dialect: torchvision, mmdet, detectron2, ...), "
-                         f"or build with load_pretrained=False")
     from resbone.convert import load_checkpoint  # convert sits above models and builders' inputs
 
     report = load_checkpoint(model, checkpoint, dialect="auto", strict=False, prefix=prefix)

@@ -20,9 +20,11 @@ ROOT = Path(__file__).resolve().parents[1] / "resbone"
 
 # The first name under resbone/ -> its rank; a module may import only strictly lower ranks (or its own package).
 # The engine serves every task and knows none of them (issue 19); the tasks sit above it, the CLI (which picks a
-# task from the config) above all.
-RANKS = {"utils": 0, "layers": 1, "models": 2, "convert": 3, "builders": 4, "factory": 4, "analysis": 4, "deploy": 4,
-         "engine": 5, "detection": 6, "classification": 6, "reid": 6, "tasks": 7, "cli": 8, "__main__": 9}
+# task from the config) above all. weights (2.5): the published files of the models (it names models) that
+# convert's loader fetches by address.
+RANKS = {"utils": 0, "layers": 1, "models": 2, "weights": 2.5, "convert": 3, "builders": 4, "factory": 4,
+         "analysis": 4, "deploy": 4, "engine": 5, "detection": 6, "classification": 6, "reid": 6, "tasks": 7,
+         "cli": 8, "__main__": 9}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import resbone
 from resbone.cli.tasks import TASK_COMMANDS
+from resbone.cli.weights import WEIGHTS_COMMANDS, run_list_pretrained
 
 
 # ---- summary / list (analysis) -------------------------------------------------------------------
@@ -66,12 +67,15 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="shell-style wildcard, e.g. 'resnet5*'")
     p.add_argument("--markdown", action="store_true",
                    help="print a markdown table with each model's params and GMACs at 224x224")
+    p.add_argument("--pretrained", action="store_true", help="the published weights' model.tag names instead")
     p.set_defaults(func=_run_list)
 
 
 def _run_list(args: argparse.Namespace) -> int:
     from resbone.analysis.summary import matching_models, model_table_markdown
 
+    if args.pretrained:
+        return run_list_pretrained(args.pattern, args.markdown)
     names = matching_models(args.pattern)
     print(model_table_markdown(names) if args.markdown else "\n".join(names))
     return 0
@@ -225,7 +229,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # ---- entry point ----------------------------------------------------------------------------------
-_COMMANDS = (_add_summary, _add_list, _add_configs, _add_export, _add_convert, *TASK_COMMANDS)
+_COMMANDS = (_add_summary, _add_list, _add_configs, _add_export, _add_convert, *TASK_COMMANDS, *WEIGHTS_COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ import torch
 
 from resbone.convert.common import StateDict
 from resbone.utils.files import atomic_write
+from resbone.weights import has_scheme, resolve
 
 __all__ = ["load_state_dict_file", "save_state_dict_file", "unwrap_state_dict", "FORMATS"]
 
@@ -92,8 +93,10 @@ def _sniff(p: Path) -> str:
 def load_state_dict_file(path: str | os.PathLike) -> StateDict:
     """Read a checkpoint file and return its state dict (name -> tensor), wrappers and `module.` removed.
 
-    Never executes code stored in the file; a file that would need to is refused with a ValueError."""
-    p = _check_path(path)
+    Never executes code stored in the file; a file that would need to is refused with a ValueError.
+    A checkpoint address (torchvision://NAME, catalog://..., hf-hub:timm/NAME, https://...) is fetched into
+    torch hub's cache first (resbone.weights.resolve)."""
+    p = _check_path(resolve(path) if has_scheme(path) else path)
     kind = _sniff(p)
     try:
         if kind == "safetensors":

@@ -21,6 +21,7 @@ import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
 from resbone.engine.solver import LR_SCHEDULERS, OPTIMIZERS
+from resbone.weights import has_scheme, locate
 
 __all__ = ["AMP_DTYPES", "CfgNode", "ENGINE_CHOICES", "ENGINE_RANGES", "check_cfg", "check_values", "check_weight",
            "load_config", "merge_from_file", "merge_from_list", "read_yaml"]
@@ -242,14 +243,12 @@ def _check_steps(solver: CfgNode) -> None:
 
 
 def check_weight(weight: str) -> str:
-    """MODEL.WEIGHT must be "" or a local file: FCOS's catalog:// names and URLs need a download first."""
+    """MODEL.WEIGHT must be "", a local file or an address resbone.weights knows (catalog://, https://, ...)."""
     if not weight:
         return weight
-    if weight.startswith("catalog://") or "://" in weight:
-        raise ValueError(
-            f"MODEL.WEIGHT {weight!r} is a catalog name or URL and resbone never downloads: download the "
-            "file yourself and pass its local path (`MODEL.WEIGHT /path/to/R-50.pkl`), or train from "
-            "scratch with `MODEL.WEIGHT ''`")
+    if has_scheme(weight):  # FCOS's catalog:// names and URLs: checked here, fetched when loaded
+        locate(weight)
+        return weight
     if os.path.isdir(weight):
         raise ValueError(f"MODEL.WEIGHT {weight!r} is a directory; pass the path of a checkpoint file in it")
     if not os.path.isfile(weight):

@@ -17,7 +17,7 @@ _C.TASK = ""
 
 _C.MODEL = CN()
 _C.MODEL.DEVICE = "cuda"
-_C.MODEL.WEIGHT = ""  # a local file in any dialect resbone.convert reads; URLs are refused (resbone never downloads)
+_C.MODEL.WEIGHT = ""  # a local file, FCOS's `catalog://` name or a URL (resbone.weights fetches it once)
 _C.MODEL.USE_SYNCBN = False
 # torch.compile the model's network in training and evaluation (issue 11); off: eager.
 _C.MODEL.COMPILE = False

@@ -56,9 +56,9 @@ def test_train_eval_predict_resume(tmp_path, capsys):
 def test_user_errors_exit_2_with_a_sentence(tmp_path, capsys):
     assert main(["train", CONFIG, "SOLVER.MAX_ITERS", "3"]) == 2
     assert "unknown config key SOLVER.MAX_ITERS" in capsys.readouterr().err
-    assert main(["train", CONFIG, "MODEL.WEIGHT", "catalog://ImageNetPretrained/MSRA/R-50", "OUTPUT_DIR",
+    assert main(["train", CONFIG, "MODEL.WEIGHT", "catalog://ImageNetPretrained/MSRA/R-999", "OUTPUT_DIR",
                  str(tmp_path), "DATASETS.ROOT", str(tmp_path)]) == 2
-    assert "download the file yourself" in capsys.readouterr().err
+    assert "names no checkpoint resbone knows" in capsys.readouterr().err
     assert main(["eval", CONFIG, "--weights", str(tmp_path / "missing.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
     # KEY VALUE after --weights are overrides too, checked like the others

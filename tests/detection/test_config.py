@@ -132,7 +132,7 @@ def test_fcos_config_files_load_unchanged(tmp_path, text):
         assert cfg.MODEL.FCOS.IOU_LOSS_TYPE == "giou" and cfg.MODEL.FCOS.CENTER_SAMPLING_RADIUS == 1.5
     if "MNV2" in text:
         assert cfg.INPUT.MIN_SIZE_RANGE_TRAIN == (640, 800) and cfg.MODEL.USE_SYNCBN is True
-    # the catalog name / URL loads as text; using it is what fails (see test_catalog_weights_are_refused)
+    # the catalog name / URL loads as text and is fetched when loaded (tests/weights/test_fcos_weight.py)
     assert "://" in cfg.MODEL.WEIGHT
 
 
@@ -297,10 +297,14 @@ def test_file_errors(tmp_path):
 
 
 @pytest.mark.parametrize("weight", ["catalog://ImageNetPretrained/MSRA/R-50",
-                                    "https://cloudstor.aarnet.edu.au/plus/s/x/download#mobilenet_v2.pth"])
-def test_catalog_weights_are_refused(weight):
-    with pytest.raises(ValueError, match=r"download the file yourself and pass its local path"):
-        check_weight(weight)
+                                    "https://cloudstor.aarnet.edu.au/plus/s/x/download/mobilenet_v2.pth"])
+def test_catalog_names_and_urls_are_accepted_without_a_download(weight):
+    assert check_weight(weight) == weight  # fetched when loaded (tests/weights/test_fcos_weight.py)
+
+
+def test_unknown_catalog_name_lists_the_known_ones():
+    with pytest.raises(KeyError, match=r"catalog://ImageNetPretrained/MSRA/R-101"):
+        check_weight("catalog://ImageNetPretrained/MSRA/R-999")
 
 
 def test_missing_local_weight(tmp_path):

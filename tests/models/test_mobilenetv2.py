@@ -117,8 +117,8 @@ def test_bad_arguments_name_the_value_and_the_allowed_ones(kwargs, error, words)
 def test_bad_input_and_download_requests_are_clear_errors():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\).*\(1, 1, 32, 32\)"):
         MobileNetV2(width_mult=0.5)(torch.randn(1, 1, 32, 32))
-    with pytest.raises(ValueError, match="downloads nothing"):
-        create_model("mobilenet_v2", weights="IMAGENET1K_V1")
+    with pytest.raises(ValueError, match="IMAGENET1K_V3"):
+        create_model("mobilenet_v2", weights="IMAGENET1K_V3")
 
 
 def test_pretrained_cfg_matches_torchvision_weights_transforms():
