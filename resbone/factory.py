@@ -23,8 +23,9 @@ def create_model(name: str, *, checkpoint: str | os.PathLike | Mapping[str, Any]
     """Build the registered model `name` with keyword `overrides`; load `checkpoint` (any dialect
     resbone.convert knows, strict) when given.
 
-    features_only=True (timm's): a backbone (num_classes=None) whose forward returns a list with the map of
-    each `out_indices` stage, and whose feature_info answers channels() / reduction() / module_name()."""
+    features_only=True (timm's): a backbone whose forward returns a list with the maps of `out_indices` in timm's
+    numbering (ResNet: 0 = the stem, 1..4 = layer1..layer4; None = all), whose feature_info answers channels() /
+    reduction() / module_name(); resbone.models.registry.create_model says the rest (feature_cls, device, dtype)."""
     model = registry.create_model(name, features_only=features_only, out_indices=out_indices, **overrides)
     if checkpoint is not None:
         load_checkpoint(model, checkpoint)
