@@ -25,8 +25,8 @@ stay put), `norm_eval` keeps every BatchNorm in eval mode; every `train()` re-ap
 Reference tests: tests/models/test_timm_api.py, test_timm_numbering.py (timm's resnet50 / mobilenetv2_100,
 FeatureListNet), tests/models/test_torchscript.py, tests/timm_suite/test_timm_model_tests.py (timm's own tests).
 """
-from __future__ import annotations
-
+# no `from __future__ import annotations` here: torch.fx copies forward's annotations into the code of the graphs
+# it traces, which TorchScript then compiles; strings there ('torch.Tensor') do not compile
 from typing import Any, Iterable, List, Sequence, Tuple, Union
 
 import torch
