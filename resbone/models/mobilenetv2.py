@@ -50,10 +50,12 @@ TIMM_STAGES = (0, 1, 2, 4, 6)
 def _conv_norm_relu6(in_channels: int, out_channels: int, *, kernel_size: int = 3, stride: int = 1,
                      groups: int = 1, norm_cfg: NormConfig = None) -> nn.Sequential:
     """torchvision's Conv2dNormActivation layout: (conv, norm, ReLU6) as indices 0, 1, 2."""
-    return nn.Sequential(
+    layer = nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=(kernel_size - 1) // 2,
                   groups=groups, bias=False),
         build_norm(norm_cfg, out_channels), nn.ReLU6(inplace=True))
+    layer.out_channels = out_channels  # torchvision's attribute (its _mobilenet_extractor reads it)
+    return layer
 
 
 class InvertedResidual(nn.Module):
@@ -71,6 +73,7 @@ class InvertedResidual(nn.Module):
                    nn.Conv2d(hidden_dim, oup, 1, bias=False), build_norm(norm_cfg, oup)]
         self.conv = nn.Sequential(*layers)
         self.out_channels = oup
+        self._is_cn = stride > 1  # torchvision's mark of a strided block (its _mobilenet_extractor finds stages by it)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
