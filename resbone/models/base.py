@@ -1,6 +1,6 @@
 """What every resbone network shares: its forwards, timm's model API, and mmdetection's freezing.
 
-Three ways to build one network (resbone/models/base.py's table in docs/timm.md):
+Three ways to build one network (the user guide's timm page, under docs/, tables both numberings):
 - `num_classes` an int (torchvision's / timm's network): `forward(x)` = forward_head(forward_features(x)):
   logits (N, num_classes), or with num_classes=0 the pooled features (N, head_hidden_size) (timm's), or with
   global_pool='' too the unpooled map; `feature_info` lists every feature point in timm's numbering.
@@ -8,6 +8,20 @@ Three ways to build one network (resbone/models/base.py's table in docs/timm.md)
   as mmdetection numbers its stages; `feature_info` describes those maps.
 - `create_model(name, features_only=True, out_indices=)` (timm's feature extractor): a list of the maps of
   `out_indices` in timm's numbering (all feature points by default); the network stops after the last one.
+
+The two numberings (timm's: features_only / feature_info with a head / forward_intermediates / FeatureListNet;
+mmdetection's: ResNet(out_indices=) / MobileNetV2(out_indices=) with num_classes=None, build_backbone):
+
+    map (stride)                 timm  mmdet      map (stride, channels)          timm  mmdet
+    ResNet stem `relu`/`stem` (2)   0     -       MobileNetV2 features.1 (2, 16)     0     0
+    layer1 (4)                      1     0       features.3 (4, 24)                 1     1
+    layer2 (8)                      2     1       features.6 (8, 32)                 2     2
+    layer3 (16)                     3     2       features.10 (16, 64)               -     3
+    layer4 (32)                     4     3       features.13 (16, 96)               3     4
+                                                  features.16 (32, 160)              -     5
+                                                  features.17 (32, 320)              4     6
+                                                  features.18 (32, 1280; conv_head)  -     7
+
 `forward_features(x)` is the last map before pooling and `forward_head(x, pre_logits)` pools it (and
 classifies), as timm's. Inside, each network numbers its `taps` (every map either numbering can name);
 `timm_taps` and `mmdet_taps` map each numbering onto them.
