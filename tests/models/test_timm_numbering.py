@@ -134,3 +134,12 @@ def test_global_pool_and_num_classes_0_equal_timms(pool, x):
     ours.fc.load_state_dict(reference.fc.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(ours(x), reference(x), **TOL)
+
+
+def test_timm_factory_keywords_device_dtype_in_chans():
+    model = create_model("resnet18", device="meta", dtype=torch.float64, in_chans=1)
+    assert {t.device.type for t in model.state_dict().values()} == {"meta"}
+    assert model.conv1.weight.dtype == torch.float64 and model.in_chans == 1 == model.conv1.in_channels
+    reference = timm.create_model("resnet18", pretrained=False, in_chans=1)
+    shapes = {k: v.shape for k, v in reference.state_dict().items()}
+    assert {k: v.shape for k, v in model.state_dict().items()} == shapes
