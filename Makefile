@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.resbone-installed
+TIMM_VERSION := 1.0.31
 
 .PHONY: demo demo-classify test test-fast bench install clean
 
@@ -19,6 +20,11 @@ $(STAMP): pyproject.toml Makefile
 	# an old torch, so only their own code is installed (the tests import just their model files)
 	$(PY) -m pip install --quiet --no-deps mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmpretrain==1.2.0 \
 		fastreid==1.4.0
+	# timm's own model tests, run on resbone's models by tests/timm_suite: tests/ from the sdist of the timm
+	# version pyproject pins, unpacked in the venv (the tests then need no network)
+	rm -rf $(VENV)/timm-sdist
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: timm==$(TIMM_VERSION) -d $(VENV)/timm-sdist
+	tar -xzf $(VENV)/timm-sdist/timm-$(TIMM_VERSION).tar.gz -C $(VENV)/timm-sdist timm-$(TIMM_VERSION)/tests
 	touch $(STAMP)
 
 # The main job: FCOS (R-18-FPN, from scratch) trained on the synthetic shapes set (generated on first

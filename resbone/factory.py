@@ -34,8 +34,9 @@ def create_model(name: str, pretrained: bool | str = False, *,
     ('tv_in1k'), or False. A num_classes other than the file's keeps the classifier at init, with one warning.
     weights: torchvision's name for the same ('IMAGENET1K_V1', 'IMAGENET1K_V2', 'DEFAULT' or its enum).
     progress: show a progress bar while downloading.
-    features_only=True (timm's): a backbone (num_classes=None) whose forward returns a list with the map of
-    each `out_indices` stage, and whose feature_info answers channels() / reduction() / module_name()."""
+    features_only=True (timm's): a backbone whose forward returns a list with the maps of `out_indices` in timm's
+    numbering (ResNet: 0 = the stem, 1..4 = layer1..layer4; None = all), whose feature_info answers channels() /
+    reduction() / module_name(); resbone.models.registry.create_model says the rest (feature_cls, device, dtype)."""
     if not isinstance(pretrained, (bool, str)):
         raise TypeError(f"pretrained must be True, False or a tag such as 'tv_in1k', got {pretrained!r}")
     if overrides.get("weights") is not None:  # torchvision's resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)

@@ -150,7 +150,18 @@ class _ConvModule(nn.Module):
         return F.relu(x) if self.relu else x
 
 
-class NonLocal2d(nn.Module):
+class _NotScriptable:
+    """For the plugins TorchScript cannot compile (modes chosen at construction leave optional submodules, and
+    shape-driven einsum / unpacking): torch.jit.script stops with one error naming the plugin, which
+    torch.jit.trace, torch.export and ONNX export (resbone.deploy) handle."""
+
+    def __prepare_scriptable__(self) -> nn.Module:  # called by torch.jit.script on every submodule
+        raise TypeError(f"{type(self).__name__} (an mmcv-style attention plugin) cannot be compiled by "
+                        f"torch.jit.script; trace the model instead (torch.jit.trace, torch.export, or ONNX through "
+                        f"resbone.deploy), or build it without this plugin")
+
+
+class NonLocal2d(_NotScriptable, nn.Module):
     """Non-local block (Wang et al. 2018), mmcv's NonLocal2d: x + conv_out(softmax(theta x . phi x) g x)."""
 
     MODES = ("embedded_gaussian", "gaussian", "dot_product", "concatenation")
@@ -222,7 +233,7 @@ class NonLocal2d(nn.Module):
         return x + self.conv_out(y)
 
 
-class GeneralizedAttention(nn.Module):
+class GeneralizedAttention(_NotScriptable, nn.Module):
     """Generalized attention (Zhu et al. 2019, "An empirical study of spatial attention"), mmcv's layout.
 
     attention_type is four 0/1 flags: query-key content, query-relative position, key content only,

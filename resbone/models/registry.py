@@ -7,15 +7,18 @@ its models): `resbone.create_model(name, checkpoint=PATH)`. Reference tests: tes
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 from typing import Any, Callable, Sequence
 
+import torch
 from torch import nn
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+FEATURE_CLASSES = (None, "list", "getter")
 
 
 def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
@@ -50,23 +53,30 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     return _MODELS[name]
 
 
-def create_model(name: str, *, features_only: bool = False, out_indices: Sequence[int] | None = None,
-                 **overrides: Any) -> nn.Module:
-    """Build the registered model `name` with keyword `overrides`.
+def create_model(name: str, *, features_only: bool = False, out_indices: int | Sequence[int] | None = None,
+                 feature_cls: str | None = None, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None, **overrides: Any) -> nn.Module:
+    """Build the registered model `name` with keyword `overrides` (on `device`, in `dtype`, as timm's).
 
-    features_only=True (timm's): a backbone (num_classes=None) whose forward returns a list with the map of
-    each `out_indices` stage (the model's default when None) and whose feature_info describes them."""
+    features_only=True (timm's): a backbone whose forward returns a list with the maps of `out_indices` in
+    timm's numbering (ResNet: 0 = the stem at stride 2, 1..4 = layer1..layer4; None = all of them) and stops
+    after the last one; feature_cls None, 'list' or 'getter' (timm's FeatureListNet / FeatureGetterNet, which
+    give the same list). Without features_only, out_indices is the backbone's own (mmdetection's numbering)."""
     entrypoint = model_entrypoint(name)
     if "checkpoint" in overrides:
         raise TypeError("resbone.models.registry.create_model builds only; resbone.create_model(name, "
                         "checkpoint=PATH) also loads weights")
-    if out_indices is not None:
-        overrides["out_indices"] = out_indices
-    if not features_only:
-        return entrypoint(**overrides)
-    if overrides.get("num_classes"):
-        raise ValueError(f"features_only=True builds a backbone without a classifier; num_classes="
-                         f"{overrides['num_classes']!r} contradicts it (leave it out)")
-    model = entrypoint(**dict(overrides, num_classes=None))
-    model.features_only = True
-    return model
+    if feature_cls not in FEATURE_CLASSES:
+        raise ValueError(f"feature_cls={feature_cls!r} is not supported; allowed: {FEATURE_CLASSES} (each returns "
+                         f"a list of maps)")
+    if feature_cls is not None and not features_only:
+        raise ValueError(f"feature_cls={feature_cls!r} needs features_only=True")
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        if not features_only:
+            model = entrypoint(**overrides) if out_indices is None else entrypoint(out_indices=out_indices, **overrides)
+        elif overrides.get("num_classes"):
+            raise ValueError(f"features_only=True builds a backbone without a classifier; num_classes="
+                             f"{overrides['num_classes']!r} contradicts it (leave it out)")
+        else:
+            model = entrypoint(**dict(overrides, num_classes=None)).as_feature_extractor(out_indices)
+    return model if dtype is None else model.to(dtype=dtype)

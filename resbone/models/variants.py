@@ -15,12 +15,14 @@ __all__ = ["build_resnet"]
 
 
 def _from_torchvision(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Map torchvision's factory keywords onto ResNet's."""
+    """Map torchvision's factory keywords (and timm's in_chans) onto ResNet's."""
     weights = kwargs.pop("weights", None)
     if weights is not None:
         raise ValueError(f"weights={weights!r}: resbone downloads nothing; save the weights to a file and pass "
                          f"checkpoint=PATH (any dialect: torchvision, timm, mmdet, detectron2, ...)")
     kwargs.pop("progress", None)
+    if "in_chans" in kwargs:  # timm's name
+        kwargs["in_channels"] = kwargs.pop("in_chans")
     if "width_per_group" in kwargs:
         kwargs["base_width"] = kwargs.pop("width_per_group")
     if "norm_layer" in kwargs:

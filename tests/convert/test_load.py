@@ -175,7 +175,7 @@ def test_full_mobilenet_v2_weights_load_strictly_into_a_truncated_backbone():
         for m in ref.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
-    model = create_model("mobilenet_v2", num_classes=0, out_indices=(2, 4, 6)).eval()
+    model = create_model("mobilenet_v2", num_classes=None, out_indices=(2, 4, 6)).eval()
     report = load_checkpoint(model, ref.state_dict())
     assert report.ok and "features.18.0.weight" in report.dropped and "classifier.1.weight" in report.dropped
     x = torch.randn(1, 3, 64, 64)

@@ -38,9 +38,9 @@ def _assert_all_close(got, expected):
 
 def test_features_only_returns_timms_list_and_feature_info(pair, x):
     reference, _ = pair
-    ours = create_model("resnet18", features_only=True, out_indices=(1, 2, 3)).eval()  # 0 = layer1
+    ours = create_model("resnet18", features_only=True, out_indices=(2, 3, 4)).eval()  # timm's numbering: 0 = stem
     ours.load_state_dict({k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}, strict=True)
-    theirs = timm.create_model("resnet18", features_only=True, out_indices=(2, 3, 4)).eval()  # 0 = their stem
+    theirs = timm.create_model("resnet18", features_only=True, out_indices=(2, 3, 4)).eval()
     theirs.load_state_dict(ours.state_dict(), strict=True)
     with torch.no_grad():
         got, expected = ours(x), theirs(x)
@@ -63,7 +63,7 @@ def test_timm_feature_list_net_wraps_a_resbone_model(pair, x):
     reference, ours = pair
     backbone = create_model("resnet18", num_classes=None).eval()
     backbone.load_state_dict({k: v for k, v in ours.state_dict().items() if not k.startswith("fc.")})
-    wrapped = timm.models.FeatureListNet(ours, out_indices=(0, 1, 2, 3)).eval()
+    wrapped = timm.models.FeatureListNet(ours, out_indices=(1, 2, 3, 4)).eval()  # timm's numbering
     with torch.no_grad():
         expected = timm.models.FeatureListNet(reference, out_indices=(1, 2, 3, 4)).eval()(x)
         _assert_all_close(wrapped(x), expected)
@@ -73,9 +73,10 @@ def test_timm_feature_list_net_wraps_a_resbone_model(pair, x):
 def test_timm_feature_list_net_wraps_mobilenet_v2(x):
     torch.manual_seed(0)
     ours = randomize_norms(MobileNetV2()).eval()
-    backbone = MobileNetV2(num_classes=None, out_indices=(1, 2, 4, 7)).eval()
-    backbone.load_state_dict({k: v for k, v in ours.state_dict().items() if k.startswith("features.")})
-    wrapped = timm.models.FeatureListNet(ours, out_indices=(1, 2, 4, 7), flatten_sequential=True).eval()
+    backbone = MobileNetV2(num_classes=None, out_indices=(1, 2, 4, 6)).eval()  # mmdet's numbering
+    backbone.load_state_dict({k: v for k, v in ours.state_dict().items() if k.startswith("features.")
+                              and int(k.split(".")[1]) < len(backbone.features)})
+    wrapped = timm.models.FeatureListNet(ours, out_indices=(1, 2, 3, 4), flatten_sequential=True).eval()  # timm's
     with torch.no_grad():
         _assert_all_close(wrapped(x), backbone(x))
 
@@ -172,12 +173,17 @@ def test_a_backbone_returns_its_tuple_and_forward_features_is_the_last_map(name,
     assert isinstance(model.get_classifier(), torch.nn.Identity)
 
 
-def test_reset_classifier_refuses_a_pooling_resbone_does_not_have():
-    with pytest.raises(ValueError, match="'max'"):
-        create_model("resnet18").reset_classifier(5, global_pool="max")
+def test_reset_classifier_refuses_a_pooling_timm_does_not_have():
+    with pytest.raises(ValueError, match="catavgmax.*'median'"):
+        create_model("resnet18").reset_classifier(5, global_pool="median")
+    with pytest.raises(ValueError, match="'fast'"):
+        create_model("resnet18", global_pool="fast")
 
 
 def test_stage_names_name_the_modules_feature_info_names():
-    for model in (create_model("resnet18"), MobileNetV2()):
-        assert model.stage_names == model.feature_info.module_name()  # a classifier reports every stage
-        assert all(model.get_submodule(name) is not None for name in model.stage_names)
+    resnet = create_model("resnet18")
+    assert resnet.feature_info.module_name() == ["relu"] + resnet.stage_names  # the stem is timm's index 0
+    mobilenet = MobileNetV2()
+    assert set(mobilenet.feature_info.module_name()) <= set(mobilenet.stage_names)  # timm names 5 of mmdet's 8
+    for model in (resnet, mobilenet):
+        assert all(model.get_submodule(name) is not None for name in model.feature_info.module_name())
