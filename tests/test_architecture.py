@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "resbone"
 
 # The first name under resbone/ -> its rank; a module may import only strictly lower ranks (or its own package).
 RANKS = {"utils": 0, "layers": 1, "models": 2, "convert": 3, "builders": 4, "factory": 4, "analysis": 4, "deploy": 4,
-         "detection": 5, "engine": 6, "cli": 7, "__main__": 8}
+         "detection": 5, "reid": 5, "engine": 6, "cli": 7, "__main__": 8}
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
