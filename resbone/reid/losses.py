@@ -36,30 +36,26 @@ def batch_hard_distances(embedding: torch.Tensor, targets: torch.Tensor) -> tupl
 class TripletLoss(nn.Module):
     """Batch-hard triplet loss: mean(relu(d_ap - d_an + margin)); margin=None: mean(softplus(d_ap - d_an)).
 
-    `normalize=True` ranks L2-normalised embeddings (fast-reid's NORM_FEAT). Every identity of the batch needs a
-    second image and another identity (a PK batch: P >= 2, K >= 2)."""
+    Every identity of the batch needs a second image and another identity (a PK batch: P >= 2, K >= 2)."""
 
-    def __init__(self, margin: float | None = 0.3, *, normalize: bool = False) -> None:
+    def __init__(self, margin: float | None = 0.3) -> None:
         super().__init__()
         if margin is not None:
             check_positive_number("margin", margin, " or None (the soft-margin form)")
         self.margin = margin
-        self.normalize = normalize
 
     def forward(self, embedding: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         counts = torch.bincount(targets - targets.min())
         if counts.numel() < 2 or bool((counts == 1).any()):
             raise ValueError(f"the triplet loss needs at least two identities and two images of each identity in a "
                              f"batch, got identity counts {counts[counts > 0].tolist()}; sample with PKSampler")
-        if self.normalize:
-            embedding = F.normalize(embedding, dim=1)
         positive, negative = batch_hard_distances(embedding, targets)
         if self.margin is None:
             return F.softplus(positive - negative).mean()
         return F.relu(positive - negative + self.margin).mean()
 
     def extra_repr(self) -> str:
-        return f"margin={self.margin}" + (", normalize=True" if self.normalize else "")
+        return f"margin={self.margin}"
 
 
 class CenterLoss(nn.Module):
