@@ -18,7 +18,8 @@ def _random_case(seed: int, num_q: int = 20, num_g: int = 120, num_ids: int = 8,
     # identities 1..num_ids, distractors 0 and junk -1 in the gallery; every identity seen by every camera once
     g_pids = np.concatenate([np.repeat(np.arange(1, num_ids + 1), cameras),
                              rng.integers(JUNK, num_ids + 1, num_g - num_ids * cameras)])
-    g_camids = np.concatenate([np.tile(np.arange(cameras), num_ids), rng.integers(0, cameras, num_g - num_ids * cameras)])
+    g_camids = np.concatenate([np.tile(np.arange(cameras), num_ids),
+                               rng.integers(0, cameras, num_g - num_ids * cameras)])
     distmat = rng.random((num_q, num_g)).astype(np.float32)
     return distmat, q_pids, g_pids, q_camids, g_camids
 

@@ -77,13 +77,15 @@ def test_training_embedding_is_before_the_bn_and_eval_after(rng):
     torch.testing.assert_close(model.train()(images).embedding, pooled)
     model.eval()
     with torch.no_grad():
-        torch.testing.assert_close(model(images), model.bottleneck(model.backbone.forward_features(images).mean((2, 3))))
+        pooled = model.backbone.forward_features(images).mean((2, 3))
+        torch.testing.assert_close(model(images), model.bottleneck(pooled))
 
 
 def test_initialisation_and_frozen_bias_as_the_baseline():
     torch.manual_seed(0)
     model = ReidModel(751, "resnet18")
-    assert torch.equal(model.bottleneck.weight, torch.ones(512)) and torch.equal(model.bottleneck.bias, torch.zeros(512))
+    assert torch.equal(model.bottleneck.weight, torch.ones(512))
+    assert torch.equal(model.bottleneck.bias, torch.zeros(512))
     assert not model.bottleneck.bias.requires_grad and model.bottleneck.weight.requires_grad
     assert model.classifier.bias is None
     assert model.classifier.weight.detach().std().item() == pytest.approx(0.001, rel=0.02)
