@@ -62,6 +62,8 @@ def _read_split(folder: str, naming: str) -> list[tuple[str, int, int]]:
 
 def read_reid_folder(root: str | os.PathLike, naming: str = "market1501") -> dict[str, list[ReidItem]]:
     """{'train': [...], 'query': [...], 'gallery': [...]} of ReidItem from `root`'s three folders."""
+    if naming not in NAMINGS:
+        raise ValueError(f"naming must be one of {tuple(NAMINGS)}, got {naming!r}")
     root = os.fspath(root)
     splits = {split: _read_split(os.path.join(root, folder), naming) for split, folder in SPLITS.items()}
     train = [item for item in splits["train"] if item[1] != -1]

@@ -51,6 +51,17 @@ class GeneralizedMeanPooling(nn.Module):
         return f"p={float(self.p):g}, eps={self.eps:g}"
 
 
+def _build_backbone(name: str, last_stride: int | None, checkpoint: Any, kwargs: dict[str, Any]) -> nn.Module:
+    if last_stride is not None:
+        kwargs = dict(kwargs, last_stride=last_stride)
+    try:
+        return create_model(name, num_classes=None, checkpoint=checkpoint, **kwargs)
+    except TypeError as error:
+        if "last_stride" not in str(error):
+            raise
+        raise TypeError(f"{name} has no last_stride option (the ResNet family has); pass last_stride=None") from None
+
+
 class ReidModel(nn.Module):
     """`backbone` (a registered model name, or a module with `forward_features` and `num_features`), pooled by
     `pooling` ('gem' or 'avg'), then the BNNeck and a `num_classes`-way classifier.
@@ -66,9 +77,10 @@ class ReidModel(nn.Module):
         self.num_classes = check_int("num_classes", num_classes, 2)  # the ID loss needs two identities at least
         check_choice("pooling", pooling, POOLINGS)
         if isinstance(backbone, str):
-            if last_stride is not None:
-                backbone_kwargs["last_stride"] = last_stride
-            backbone = create_model(backbone, num_classes=None, checkpoint=checkpoint, **backbone_kwargs)
+            backbone = _build_backbone(backbone, last_stride, checkpoint, backbone_kwargs)
+        elif checkpoint is not None or backbone_kwargs:
+            raise ValueError(f"checkpoint and backbone keywords apply to a backbone built by name; load them into "
+                             f"your {type(backbone).__name__} before passing it")
         elif not (hasattr(backbone, "forward_features") and isinstance(getattr(backbone, "num_features", None), int)):
             raise TypeError(f"backbone must be a registered model name (resbone.list_models()) or a module with "
                             f"forward_features() and an int num_features, got {type(backbone).__name__}")

@@ -77,6 +77,8 @@ def test_bad_folders_are_named(reid_set, tmp_path):
                 os.path.join(root, "query", "img_001.jpg"))
     with pytest.raises(ValueError, match="'img_001.jpg' does not follow market1501's file naming"):
         read_reid_folder(root)
+    with pytest.raises(ValueError, match=r"naming must be one of \('market1501', 'dukemtmc'\), got 'cuhk03'"):
+        read_reid_folder(root, "cuhk03")
     with pytest.raises(FileNotFoundError, match="bounding_box_train is missing"):
         read_reid_folder(tmp_path)
 

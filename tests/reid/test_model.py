@@ -109,6 +109,11 @@ def test_bad_arguments_are_named():
         ReidModel(1, "resnet18")
     with pytest.raises(TypeError, match="backbone must be a registered model name"):
         ReidModel(4, torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="mobilenet_v2 has no last_stride option.*pass last_stride=None"):
+        ReidModel(4, "mobilenet_v2")
+    assert ReidModel(4, "mobilenet_v2", last_stride=None).num_features == 1280
+    with pytest.raises(ValueError, match="apply to a backbone built by name"):
+        ReidModel(4, create_model("resnet18", num_classes=None), base_channels=8)
     with pytest.raises(ValueError, match="p must be a positive number"):
         GeneralizedMeanPooling(0)
 
