@@ -21,6 +21,7 @@ from resbone.models._checks import check_choice, check_int
 
 __all__ = ["JUNK", "distance_matrix", "evaluate_rank", "rank_summary"]
 
+_CHUNK = 256
 JUNK = -1  # Market-1501's identity for junk boxes (too little of a person): neither right nor wrong
 METRICS = ("euclidean", "cosine")
 
@@ -59,12 +60,11 @@ def evaluate_rank(distmat: np.ndarray | torch.Tensor, q_pids: Sequence[int], g_p
     q_pids, q_camids = _as_array("q_pids", q_pids, num_q), _as_array("q_camids", q_camids, num_q)
     g_pids, g_camids = _as_array("g_pids", g_pids, num_g), _as_array("g_camids", g_camids, num_g)
     max_rank = min(check_int("max_rank", max_rank), num_g)
-    order = np.argsort(distmat, axis=1, kind="stable")
-    ranked_pids, ranked_cams = g_pids[order], g_camids[order]
-    same_identity = ranked_pids == q_pids[:, None]
-    keep = ~(same_identity & (ranked_cams == q_camids[:, None])) & (ranked_pids != JUNK)
-    matches = same_identity & keep
-    valid = matches.any(1)
+    # a few hundred queries at a time: Market-1501's 3368 x 15913 matrix would need several GB at once
+    scored = [_score(distmat[i:i + _CHUNK], q_pids[i:i + _CHUNK], q_camids[i:i + _CHUNK], g_pids, g_camids)
+              for i in range(0, num_q, _CHUNK)]
+    first_hit, average_precision = (np.concatenate(parts) for parts in zip(*scored))
+    valid = first_hit > 0
     if not valid.all() and not skip_unmatched:
         missing = sorted({int(p) for p in q_pids[~valid]})
         raise ValueError(f"{int((~valid).sum())} queries have no gallery image of their identity from another "
@@ -72,13 +72,23 @@ def evaluate_rank(distmat: np.ndarray | torch.Tensor, q_pids: Sequence[int], g_p
                          f"identity must appear in the gallery (skip_unmatched=True leaves those queries out)")
     if not valid.any():
         raise ValueError("no query has a gallery image of its identity from another camera: nothing to evaluate")
-    matches, keep = matches[valid], keep[valid]
-    position = np.cumsum(keep, axis=1)  # 1-based rank among the kept gallery images
-    first_hit = np.where(matches, position, np.iinfo(np.int64).max).min(1)
-    cmc = (first_hit[:, None] <= np.arange(1, max_rank + 1)[None, :]).astype(np.float32).mean(0)
-    precision = np.cumsum(matches, axis=1) / np.maximum(position, 1)
-    average_precision = (precision * matches).sum(1) / matches.sum(1)
-    return cmc, float(average_precision.mean())
+    cmc = (first_hit[valid, None] <= np.arange(1, max_rank + 1)[None, :]).astype(np.float32).mean(0)
+    return cmc, float(average_precision[valid].mean())
+
+
+def _score(distmat: np.ndarray, q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray,
+           g_camids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's rank of its first correct match among the kept gallery images (0: none) and its AP."""
+    order = np.argsort(distmat, axis=1, kind="stable")
+    ranked_pids, ranked_cams = g_pids[order], g_camids[order]
+    same_identity = ranked_pids == q_pids[:, None]
+    keep = ~(same_identity & (ranked_cams == q_camids[:, None])) & (ranked_pids != JUNK)
+    matches = same_identity & keep
+    position = np.cumsum(keep, axis=1, dtype=np.int32)  # 1-based rank among the kept gallery images
+    first_hit = np.where(matches.any(1), np.where(matches, position, np.iinfo(np.int32).max).min(1), 0)
+    hits = matches.sum(1)
+    precision = np.cumsum(matches, axis=1, dtype=np.int32) / np.maximum(position, 1)
+    return first_hit, (precision * matches).sum(1) / np.maximum(hits, 1)
 
 
 def rank_summary(cmc: np.ndarray, mean_ap: float, ranks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:

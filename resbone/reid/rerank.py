@@ -66,8 +66,11 @@ def re_ranking(q_g_dist: np.ndarray | torch.Tensor, q_q_dist: np.ndarray | torch
     original = np.transpose(original / np.max(original, axis=0))
     initial_rank = np.argsort(original).astype(np.int32)
     encoding = _encode(original, initial_rank, k1)
-    if k2 != 1:
-        encoding = np.stack([encoding[initial_rank[i, :k2]].mean(0) for i in range(len(encoding))])
+    if k2 != 1:  # row by row: V is (Q+G)^2, a (Q+G)^2 x k2 gather would not fit for a real gallery
+        expanded = np.empty_like(encoding)
+        for i in range(len(encoding)):
+            expanded[i] = encoding[initial_rank[i, :k2]].mean(0)
+        encoding = expanded
     jaccard = np.zeros((num_q, len(original)), dtype=np.float32)
     for i in range(num_q):
         used = np.flatnonzero(encoding[i])

@@ -39,6 +39,16 @@ def test_cmc_and_map_equal_torchreids_evaluate_rank(seed, max_rank):
     assert mean_ap == pytest.approx(ref_map, abs=1e-9)
 
 
+def test_more_queries_than_one_chunk_equal_torchreid():
+    distmat, q_pids, g_pids, q_camids, g_camids = _random_case(9, num_q=600, num_g=90)  # 3 chunks of 256
+    real = g_pids != JUNK
+    ref_cmc, ref_map = torchreid().evaluate_rank(distmat[:, real], q_pids, g_pids[real], q_camids, g_camids[real],
+                                                 use_cython=False)
+    cmc, mean_ap = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
+    np.testing.assert_allclose(cmc, ref_cmc, atol=1e-6)
+    assert mean_ap == pytest.approx(ref_map, abs=1e-9)
+
+
 def test_a_query_without_a_match_is_an_error_or_left_out_as_torchreid_does():
     distmat, q_pids, g_pids, q_camids, g_camids = _random_case(0)
     q_pids[3] = 99  # absent from the gallery
