@@ -70,6 +70,8 @@ class ReidModel(nn.Module):
     `checkpoint` (any dialect resbone.convert reads, e.g. an ImageNet or IBN-Net file) loads into the backbone;
     `backbone_kwargs` go to resbone.create_model."""
 
+    is_embedding = True  # in eval mode it returns the re-id descriptor: resbone.deploy.onnx names that output so
+
     def __init__(self, num_classes: int, backbone: str | nn.Module = "resnet50_ibn_a", *, pooling: str = "gem",
                  gem_p: float = 3.0, last_stride: int | None = 1, bnneck: bool = True,
                  checkpoint: str | os.PathLike | Mapping[str, Any] | None = None, **backbone_kwargs: Any) -> None:

@@ -136,3 +136,23 @@ def test_whole_model_equals_fastreids_baseline_with_the_same_weights(rng):
     with torch.no_grad():
         expected = whole(images.clone())  # fast-reid normalises its input in place
         torch.testing.assert_close(ours(images), expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
+
+
+def test_onnx_export_gives_the_eval_embedding(tmp_path, rng):
+    """resbone.deploy.onnx.export_onnx of a ReidModel: onnxruntime's `embedding` equals the eval forward."""
+    import onnxruntime
+
+    from resbone.deploy.onnx import export_onnx
+
+    model = _tiny("gem")
+    _randomize_neck(model, rng)
+    model.train()
+    path = export_onnx(model, tmp_path / "reid.onnx", input_size=(64, 32))
+    assert model.training  # the caller's mode is kept
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["embedding"]
+    images = torch.randn(3, 3, 64, 32, generator=rng)
+    with torch.no_grad():
+        expected = model.eval()(images)
+    got = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
