@@ -146,7 +146,7 @@ def generate_reid_set(root: str | os.PathLike, *, train_ids: int = 24, test_ids:
     if train_ids + test_ids > 9999 or cameras > 9:
         raise ValueError(f"Market-1501's naming allows identities up to 9999 and cameras up to 9, got "
                          f"{train_ids + test_ids} identities and {cameras} cameras")
-    root = os.fspath(root)
+    root = os.path.normpath(os.fspath(root))  # "set/" must not stage inside itself
     arguments = dict(train_ids=train_ids, test_ids=test_ids, cameras=cameras, per_camera=per_camera,
                      distractors=distractors, junk=junk, size=list(size), seed=seed)
     if os.path.exists(root):

@@ -60,6 +60,7 @@ def test_an_existing_folder_is_reused_or_refused_never_overwritten(tmp_path, rei
     before = os.stat(os.path.join(reid_set, "query")).st_mtime_ns
     assert generate_reid_set(reid_set, **SMALL) == reid_set
     assert os.stat(os.path.join(reid_set, "query")).st_mtime_ns == before
+    assert generate_reid_set(f"{reid_set}/", **SMALL) == reid_set
     with pytest.raises(ValueError, match="exists and is a set generated with .*'seed': 0.*pass another folder"):
         generate_reid_set(reid_set, **{**SMALL, "seed": 2})
     mine = tmp_path / "mine"
