@@ -18,6 +18,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "resbone"
 
 # The first name under resbone/ -> its rank; a module may import only strictly lower ranks (or its own package).
+# reid is a task like detection (rank 5): it builds on models/factory/utils, and the engine and cli will drive it.
 RANKS = {"utils": 0, "layers": 1, "models": 2, "convert": 3, "builders": 4, "factory": 4, "analysis": 4, "deploy": 4,
          "detection": 5, "reid": 5, "engine": 6, "cli": 7, "__main__": 8}
 MAX_FILE_LINES = 400
