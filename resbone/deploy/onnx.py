@@ -110,7 +110,7 @@ def _export(model: nn.Module, path: Path, example: torch.Tensor, opset: int, dyn
     with torch.no_grad():
         outputs = model(example)
     if isinstance(outputs, torch.Tensor):
-        names = ["embedding"] if isinstance(model, GlobalEmbedding) else ["logits"]
+        names = ["embedding"] if getattr(model, "is_embedding", isinstance(model, GlobalEmbedding)) else ["logits"]
     else:
         names = [f"features.{i}" for i in range(len(outputs))]
     return write_onnx(model, path, {"images": example}, names, opset=opset, dynamic_batch=dynamic_batch)
