@@ -11,6 +11,7 @@ import sys
 from typing import Sequence
 
 from resbone.cli.detection import DETECTION_COMMANDS
+from resbone.cli.quantize import QUANTIZE_COMMANDS
 
 
 # ---- summary / list (analysis) -------------------------------------------------------------------
@@ -189,7 +190,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # ---- entry point ----------------------------------------------------------------------------------
-_COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, *DETECTION_COMMANDS)
+_COMMANDS = (_add_summary, _add_list, _add_export, _add_convert, *DETECTION_COMMANDS, *QUANTIZE_COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
