@@ -2,7 +2,7 @@
 images, written as TorchScript (resbone.deploy.quantize; loaded back with `load_quantized`).
 
     resbone quantize resnet50 --checkpoint w.pth --calib images/ --out resnet50_int8.pt
-    resbone quantize configs/fcos/shapes_R_18_FPN.yaml --checkpoint model_final.pth --calib val/ --out fcos_int8.pt
+    resbone quantize my_fcos.yaml --checkpoint model_final.pth --calib val/ --out fcos_int8.pt
 """
 from __future__ import annotations
 
@@ -71,10 +71,20 @@ def _build(args: argparse.Namespace):
 
         cfg = load_cfg(args.name, [part for item in args.set for part in item.split("=", 1)] + ["MODEL.DEVICE", "cpu"])
         return (load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)), True
-    from resbone.cli import _parse_model_overrides
     from resbone.factory import create_model
 
-    return create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set)), False
+    return create_model(args.name, checkpoint=args.checkpoint, **_model_arguments(args.set)), False
+
+
+def _model_arguments(items: list[str]) -> dict:
+    """--set KEY=VALUE model arguments, values read as YAML (`resbone export`'s convention)."""
+    import yaml
+
+    pairs = [item.partition("=") for item in items]
+    bad = [item for item, (key, sep, _) in zip(items, pairs) if not sep or not key.strip().isidentifier()]
+    if bad:
+        raise ValueError(f"--set expects KEY=VALUE with KEY a model argument name, got {bad[0]!r}")
+    return {key.strip(): yaml.safe_load(value) for key, _, value in pairs}
 
 
 def _run_quantize(args: argparse.Namespace) -> int:
