@@ -77,14 +77,14 @@ def _build(args: argparse.Namespace):
 
 
 def _model_arguments(items: list[str]) -> dict:
-    """--set KEY=VALUE model arguments, values read as YAML (`resbone export`'s convention)."""
+    """--set KEY=VALUE model arguments, values read as YAML, `None` as YAML's null (`resbone export`'s convention)."""
     import yaml
 
     pairs = [item.partition("=") for item in items]
     bad = [item for item, (key, sep, _) in zip(items, pairs) if not sep or not key.strip().isidentifier()]
     if bad:
         raise ValueError(f"--set expects KEY=VALUE with KEY a model argument name, got {bad[0]!r}")
-    return {key.strip(): yaml.safe_load(value) for key, _, value in pairs}
+    return {key.strip(): None if value.strip() == "None" else yaml.safe_load(value) for key, _, value in pairs}
 
 
 def _run_quantize(args: argparse.Namespace) -> int:

@@ -16,6 +16,11 @@ and torchao 0.18.0's `X86InductorQuantizer` + `prepare_pt2e` failed on torch 2.1
 `convert_pt2e` -> `torch.compile` (inductor lowers the q/dq pattern to oneDNN int8 kernels); the public
 `quantize(model, calibration, backend=...)` keeps its signature.
 
+Saving: TorchScript (torch.jit.trace + torch.jit.save, deprecated in torch 2.14 but kept): a quantized
+graph's packed int8 weights do not round-trip through a plain state_dict without rebuilding the graph, and
+torch.jit.load reads code and tensors, never arbitrary pickled objects. The pt2e flow above would save with
+torch.export.save instead.
+
 Parts that have no int8 kernel or would not survive 8-bit activations (deformable convs: torchvision's
 `deform_conv2d` is float only; the attention plugins' softmax / matmul) stay float modules inside the graph:
 dequantize before, quantize after, and one warning names them (also `model.float_parts`). The detector's
@@ -272,12 +277,12 @@ def save_quantized(model: nn.Module, path: str | os.PathLike, example: torch.Ten
     if not hasattr(network, "backend"):
         raise TypeError(f"save_quantized expects a model returned by resbone.deploy.quantize, got "
                         f"{type(model).__name__}")
-    with torch.no_grad(), warnings.catch_warnings():
+    info = {**(meta or {}), "backend": network.backend, "float_parts": network.float_parts}
+    with torch.no_grad(), warnings.catch_warnings():  # TorchScript's deprecation: see the module docstring
         warnings.simplefilter("ignore", (FutureWarning, torch.jit.TracerWarning))
         traced = torch.jit.trace(network, example, strict=False, check_trace=False)
-    info = {**(meta or {}), "backend": network.backend, "float_parts": network.float_parts}
-    with atomic_write(path) as handle:
-        torch.jit.save(traced, handle, _extra_files={"resbone_int8.json": json.dumps(info)})
+        with atomic_write(path) as handle:
+            torch.jit.save(traced, handle, _extra_files={"resbone_int8.json": json.dumps(info)})
     return str(path)
 
 
@@ -290,7 +295,9 @@ def load_quantized(path: str | os.PathLike, detector: nn.Module | None = None) -
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no int8 model file at {path!r} (write one with `resbone quantize`)")
     extra = {"resbone_int8.json": ""}
-    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
     if not extra["resbone_int8.json"]:
         raise ValueError(f"{path} is a TorchScript file but not one `resbone quantize` wrote (no int8 metadata)")
     meta = json.loads(extra["resbone_int8.json"])
