@@ -2,7 +2,6 @@
 calibration images (loaded back, identical outputs); bad folders exit with code 2 and a message."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 
