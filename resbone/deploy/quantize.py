@@ -11,7 +11,8 @@ The one API choice lives here. torch 2.14.1 keeps `torch.ao.quantization`'s FX g
 (`prepare_fx` / `convert_fx`), which traces resbone's models unmodified (no QuantStub / FloatFunctional
 edits as torchvision's eager flow needs). `torch.ao.quantization.quantize_pt2e` is gone from torch 2.14.1,
 and torchao 0.18.0's `X86InductorQuantizer` + `prepare_pt2e` failed on torch 2.14.1's exported resnet50
-("Input partition has more than one output node", issue 21). What replaces this module once that works:
+("Input partition has more than one output node", issue 21; measured again here with torchao 0.18.0 on
+resbone's and torchvision's resnet18 alike). What replaces this module once that works:
 `torch.export` -> `torchao.quantization.pt2e.prepare_pt2e(model, X86InductorQuantizer())` -> calibrate ->
 `convert_pt2e` -> `torch.compile` (inductor lowers the q/dq pattern to oneDNN int8 kernels); the public
 `quantize(model, calibration, backend=...)` keeps its signature.
@@ -41,7 +42,7 @@ from resbone.deploy.fuse import fuse_conv_norm
 from resbone.deploy.inference import is_detector
 
 __all__ = ["BACKENDS", "DetectorNetwork", "attach_network", "cpu_int8_features", "cpu_int8_line", "default_backend",
-           "load_quantized", "quantize", "quantize_detector", "save_quantized"]
+           "load_quantized", "qconfig_mapping", "quantize", "quantize_detector", "save_quantized"]
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
 INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -191,16 +192,30 @@ def _float_parts(graph_module: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))  # a shared module (the FCOS head over 5 levels) once
 
 
+def has_vnni() -> bool:
+    features = cpu_int8_features()
+    return features["avx512_vnni"] or features["avx_vnni"] or features["amx_int8"]
+
+
+def qconfig_mapping(backend: str):
+    """torch's default static qconfig mapping for `backend` (per-channel symmetric int8 weights, histogram-
+    observed uint8 activations). x86 / fbgemm reduce activations to 7 bits against an overflow of AVX2's
+    u8*s8 multiply-add (vpmaddubsw saturates int16); VNNI and AMX accumulate in int32, so there the full 8
+    bits are kept, as oneDNN's qconfig does: 8 bits cost 1.6 AP on the shapes demo, 7 bits 5.3."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    return get_default_qconfig_mapping("onednn" if backend in ("x86", "fbgemm") and has_vnni() else backend)
+
+
 def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend: str) -> nn.Module:
     """FX graph mode: fold norms (FrozenBN too), fuse Conv(+ReLU), observe `batches`, convert to int8."""
-    from torch.ao.quantization import get_default_qconfig_mapping
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = backend
     model = fuse_conv_norm(model)  # a copy in eval mode; FX's own fusion does not know FrozenBatchNorm2d
     kept = _float_module_types()
-    mapping = get_default_qconfig_mapping(backend)
+    mapping = qconfig_mapping(backend)
     for module_type in kept:
         mapping.set_object_type(module_type, None)
     custom = PrepareCustomConfig().set_non_traceable_module_classes(list(kept))

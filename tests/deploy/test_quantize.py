@@ -22,6 +22,7 @@ from resbone.deploy.quantize import (
     cpu_int8_features,
     cpu_int8_line,
     load_quantized,
+    qconfig_mapping,
     quantize,
     quantize_detector,
     save_quantized,
@@ -93,14 +94,15 @@ def test_trained_resnet18_int8_keeps_top1_and_outputs(trained):
 
 def _torchvision_int8(model, calibration):
     """torchvision's own quantized resnet18 (eager flow: fuse_model, prepare, calibrate, convert) with the
-    float weights of `model` (resbone's native names are torchvision's)."""
-    from torch.ao.quantization import convert, get_default_qconfig, prepare
+    float weights of `model` (resbone's native names are torchvision's) and the same qconfig (x86's, with
+    8-bit activations on a VNNI CPU: resbone.deploy.quantize.qconfig_mapping)."""
+    from torch.ao.quantization import convert, prepare
     from torchvision.models.quantization import resnet18
 
     reference = resnet18(weights=None, quantize=False, num_classes=3)
     reference.load_state_dict(model.state_dict(), strict=True)
     reference.eval().fuse_model(is_qat=False)
-    reference.qconfig = get_default_qconfig("x86")
+    reference.qconfig = qconfig_mapping("x86").global_qconfig
     torch.backends.quantized.engine = "x86"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
