@@ -252,7 +252,6 @@ def quantize(model: nn.Module, calibration: Any, *, backend: str = "x86",
     backend = _check_backend(backend)
     if is_detector(model):
         return quantize_detector(model, calibration, backend=backend, max_batches=max_batches)
-    model = model.eval()
     return _quantize_module(model, _calibration_batches(calibration, max_batches, _first_tensor), backend)
 
 

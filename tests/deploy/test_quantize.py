@@ -289,3 +289,10 @@ def test_cpu_int8_features_reads_cpuinfo(tmp_path):
     assert cpu_int8_features(str(info)) == {"avx2": True, "avx512f": True, "avx512_vnni": True,
                                             "avx_vnni": False, "amx_int8": False}
     assert not any(cpu_int8_features(str(tmp_path / "none")).values())
+
+
+def test_the_float_model_is_left_as_it_was(rng):
+    model = create_model("resnet18", num_classes=10).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    quantize(model, [torch.randn(2, 3, 32, 32, generator=rng)])
+    assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
