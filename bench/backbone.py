@@ -128,6 +128,10 @@ def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], floa
     forward = Section(f"{args.arch} inference, batch {args.batch}x3x{args.size}x{args.size}", args.batch,
                       time_interleaved(steps, **timing), flops)
     profiles = {"inference (resbone eager)": top_ops(steps["resbone eager"], device)} if args.profile else {}
+    int8_sections, notes = [], []
+    if args.int8:  # before the train steps change the weights and the modes
+        section, note = int8_section(args, models, inference.get("torchvision compiled"), x.cpu())
+        int8_sections, notes = [section], [note]
 
     trained = train_contenders(models, args)
     for model in trained.values():
@@ -138,10 +142,7 @@ def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], floa
                     time_interleaved(steps, **timing), 3 * flops)
     if args.profile:
         profiles["train step (resbone eager)"] = top_ops(steps["resbone eager"], device)
-    if not args.int8:
-        return [forward, train], profiles, gap, []
-    section, note = int8_section(args, models, inference.get("torchvision compiled"), x.cpu())
-    return [forward, train, section], profiles, gap, [note]
+    return [forward, *int8_sections, train], profiles, gap, notes
 
 
 def int8_section(args, models: dict[str, nn.Module], compiled: nn.Module | None, x: torch.Tensor

@@ -38,7 +38,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import nn
 
-from resbone.deploy.fuse import fuse_conv_norm
+from resbone.deploy.fuse import as_batch_norm
 from resbone.deploy.inference import is_detector
 
 __all__ = ["BACKENDS", "DetectorNetwork", "attach_network", "cpu_int8_features", "cpu_int8_line", "default_backend",
@@ -192,6 +192,19 @@ def _float_parts(graph_module: nn.Module) -> list[str]:
     return list(dict.fromkeys(names))  # a shared module (the FCOS head over 5 levels) once
 
 
+def _with_batch_norms(model: nn.Module) -> nn.Module:
+    """An eval-mode copy whose FrozenBatchNorm2d are nn.BatchNorm2d: FX fuses Conv+BN+ReLU into one int8
+    conv (folding BN beforehand would leave an Identity between conv and ReLU, and two kernels)."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    model = copy.deepcopy(model).eval()
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, FrozenBatchNorm2d):
+                setattr(module, name, as_batch_norm(child))
+    return model
+
+
 def has_vnni() -> bool:
     features = cpu_int8_features()
     return features["avx512_vnni"] or features["avx_vnni"] or features["amx_int8"]
@@ -213,7 +226,7 @@ def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend:
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = backend
-    model = fuse_conv_norm(model)  # a copy in eval mode; FX's own fusion does not know FrozenBatchNorm2d
+    model = _with_batch_norms(model)
     kept = _float_module_types()
     mapping = qconfig_mapping(backend)
     for module_type in kept:
