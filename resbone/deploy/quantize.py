@@ -220,6 +220,16 @@ def qconfig_mapping(backend: str):
     return get_default_qconfig_mapping("onednn" if backend in ("x86", "fbgemm") and has_vnni() else backend)
 
 
+def _summary(parts: Sequence[str], shown: int = 3) -> str:
+    """'GroupNorm x40: heads.0.cls_tower.1, ... ' per module type, a few names each."""
+    by_type: dict[str, list[str]] = {}
+    for part in parts:
+        name, _, kind = part.rpartition(" (")
+        by_type.setdefault(kind.rstrip(")"), []).append(name)
+    return "; ".join(f"{kind} x{len(names)}: {', '.join(names[:shown])}{', ...' if len(names) > shown else ''}"
+                     for kind, names in by_type.items())
+
+
 def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend: str) -> nn.Module:
     """FX graph mode: fold norms (FrozenBN too), fuse Conv(+ReLU), observe `batches`, convert to int8."""
     from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
@@ -245,7 +255,7 @@ def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend:
     quantized.float_parts = _float_parts(quantized)
     if quantized.float_parts:
         warnings.warn(f"int8: {len(quantized.float_parts)} part(s) have no int8 kernel and stay float inside the "
-                      f"quantized graph: {', '.join(quantized.float_parts)}", stacklevel=3)
+                      f"quantized graph ({_summary(quantized.float_parts)}; all in .float_parts)", stacklevel=3)
     return quantized
 
 
