@@ -90,7 +90,7 @@ def _model_arguments(items: list[str]) -> dict:
 def _run_quantize(args: argparse.Namespace) -> int:
     import torch
 
-    from resbone.deploy.quantize import cpu_int8_line, quantize, save_quantized
+    from resbone.deploy.quantize import cpu_int8_line, float_parts_summary, quantize, save_quantized
     from resbone.detection.data.dataset import read_image
 
     if args.batch < 1:
@@ -114,7 +114,7 @@ def _run_quantize(args: argparse.Namespace) -> int:
             same = sum(int((model(b).argmax(-1) == int8(b).argmax(-1)).sum()) for b in batches)
         print(f"top-1 agreement with float32 on the calibration images: {same}/{len(paths)}")
     if network.float_parts:
-        print(f"kept float: {', '.join(network.float_parts)}")
+        print(f"kept float (no int8 kernel): {float_parts_summary(network.float_parts)}")
     print(cpu_int8_line())
     return 0
 

@@ -42,7 +42,8 @@ from resbone.deploy.fuse import as_batch_norm
 from resbone.deploy.inference import is_detector
 
 __all__ = ["BACKENDS", "DetectorNetwork", "attach_network", "cpu_int8_features", "cpu_int8_line", "default_backend",
-           "load_quantized", "qconfig_mapping", "quantize", "quantize_detector", "save_quantized"]
+           "float_parts_summary", "load_quantized", "qconfig_mapping", "quantize", "quantize_detector",
+           "save_quantized"]
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
 INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -220,7 +221,7 @@ def qconfig_mapping(backend: str):
     return get_default_qconfig_mapping("onednn" if backend in ("x86", "fbgemm") and has_vnni() else backend)
 
 
-def _summary(parts: Sequence[str], shown: int = 3) -> str:
+def float_parts_summary(parts: Sequence[str], shown: int = 3) -> str:
     """'GroupNorm x40: heads.0.cls_tower.1, ... ' per module type, a few names each."""
     by_type: dict[str, list[str]] = {}
     for part in parts:
@@ -255,7 +256,8 @@ def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend:
     quantized.float_parts = _float_parts(quantized)
     if quantized.float_parts:
         warnings.warn(f"int8: {len(quantized.float_parts)} part(s) have no int8 kernel and stay float inside the "
-                      f"quantized graph ({_summary(quantized.float_parts)}; all in .float_parts)", stacklevel=3)
+                      f"quantized graph ({float_parts_summary(quantized.float_parts)}; all in .float_parts)",
+                      stacklevel=3)
     return quantized
 
 
