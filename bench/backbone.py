@@ -3,6 +3,7 @@
     python -m bench.backbone                  # batch 8 at 224, CPU (or --device cuda)
     python -m bench.backbone --profile        # and the top ops of an inference pass and a train step
     python -m bench.backbone --quick          # a tiny run for smoke tests (numbers meaningless)
+    python -m bench.backbone --int8           # and int8 (bench.int8): resbone per engine, torchvision's quantized
 
 Inference: torchvision, timm and resbone eager; torch.compile(torchvision) with the options of resbone's fast
 path (inductor freezing; `--mode`); resbone's fast path, `resbone.deploy.prepare_for_inference(compile=True)`
@@ -109,7 +110,7 @@ def output_gap(steps: dict[str, Callable[[], torch.Tensor]]) -> float:
     return max(float((o - outs[0]).abs().max()) for o in outs[1:])
 
 
-def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], float]:
+def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], float, list[str]]:
     from resbone.analysis import count_macs
 
     models = build_models(args.arch, device, args.channels_last)
@@ -127,6 +128,10 @@ def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], floa
     forward = Section(f"{args.arch} inference, batch {args.batch}x3x{args.size}x{args.size}", args.batch,
                       time_interleaved(steps, **timing), flops)
     profiles = {"inference (resbone eager)": top_ops(steps["resbone eager"], device)} if args.profile else {}
+    int8_sections, notes = [], []
+    if args.int8:  # before the train steps change the weights and the modes
+        section, note = int8_section(args, models, inference.get("torchvision compiled"), x.cpu())
+        int8_sections, notes = [section], [note]
 
     trained = train_contenders(models, args)
     for model in trained.values():
@@ -137,7 +142,18 @@ def run(args, device: torch.device) -> tuple[list[Section], dict[str, str], floa
                     time_interleaved(steps, **timing), 3 * flops)
     if args.profile:
         profiles["train step (resbone eager)"] = top_ops(steps["resbone eager"], device)
-    return [forward, train], profiles, gap
+    return [forward, *int8_sections, train], profiles, gap, notes
+
+
+def int8_section(args, models: dict[str, nn.Module], compiled: nn.Module | None, x: torch.Tensor
+                 ) -> tuple[Section, str]:
+    from bench import int8
+
+    steps = int8.backbone_steps(args.arch, {k: m.cpu() for k, m in models.items()}, compiled, x, args.calib_batches)
+    note = f"int8 vs float32 torchvision eager, logits: {int8.output_gaps(steps)}"
+    seconds = time_interleaved(steps, warmup=args.warmup, repeats=args.repeats, device=torch.device("cpu"))
+    return Section(f"{args.arch} int8 inference (CPU), batch {args.batch}x3x{args.size}x{args.size}", args.batch,
+                   seconds), note
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,19 +161,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_arguments(parser, batch=8, size=224, warmup=2, repeats=7)
     parser.add_argument("--arch", choices=ARCHS, default="resnet50")
     parser.add_argument("--channels-last", action="store_true", help="the eager models in channels_last too")
+    parser.add_argument("--int8", action="store_true", help="an int8 section (CPU): resbone.deploy.quantize per "
+                        "quantized engine, torchvision's quantized model, float32 eager and compiled")
+    parser.add_argument("--calib-batches", type=int, default=4, help="int8 calibration batches (default 4)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.size, args.warmup, args.repeats = 2, 32, 0, 1
+        args.batch, args.size, args.warmup, args.repeats, args.calib_batches = 2, 32, 0, 1, 1
     device = setup(args)
     with Machine() as machine:
         peak_flops, peak_line = peak(args, device)
-        sections, profiles, gap = run(args, device)
+        sections, profiles, gap, notes = run(args, device)
     print(header(f"{args.arch}{' channels_last' if args.channels_last else ''}", args, device))
     print(peak_line)
     print(section_table(sections, peak_flops=peak_flops))
     print(f"max abs output difference from torchvision eager (same weights): {gap:.2e}")
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")
+    if args.int8:
+        from resbone.deploy.quantize import cpu_int8_line
+        print("\n".join([*notes, cpu_int8_line()]))
     print(machine.line())
     return 0
 

@@ -4,6 +4,7 @@
     python -m bench.fcos --compile      # and resbone's compiled model in the train rows
     python -m bench.fcos --profile      # and the top ops of an inference pass and a train iteration
     python -m bench.fcos --quick        # a tiny run for smoke tests (numbers meaningless)
+    python -m bench.fcos --int8         # and the R-50-FPN network int8 on the CPU (bench.int8), per engine
 
 R-50-FPN: both detectors are torchvision's fcos_resnet50_fpn as it is built for training from ImageNet
 weights (FrozenBN, stem + layer1 frozen); resbone's is configured with TORCHVISION_FCOS_OVERRIDES and loaded
@@ -249,6 +250,13 @@ def run(args, device: torch.device) -> tuple[list[timing.Section], list[str], di
         sections = [measure(f"FCOS R-50-FPN inference, {where}", args.batch, steps, r50_flops)]
         if args.profile:
             profiles["inference (resbone eager, R-50-FPN)"] = timing.top_ops(steps["resbone eager"], device)
+    if args.int8:
+        from bench import int8
+
+        steps = int8.fcos_network_steps({k: m.cpu() for k, m in r50.items()}, [im.cpu() for im in images],
+                                        args.calib_batches)
+        sections.append(measure(f"FCOS R-50-FPN network (backbone, FPN, head) float32 and int8 (CPU), {where}",
+                                args.batch, steps, r50_flops))
     steps = train_steps(r50, images, targets, args, device)
     sections.append(measure(f"FCOS R-50-FPN SGD train iteration, {where}", args.batch, steps, 3 * r50_flops))
     if args.profile:
@@ -269,9 +277,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--demo-batch", type=int, default=8)
     parser.add_argument("--demo-size", type=int, default=96)
     parser.add_argument("--compile", action="store_true", help="add resbone's compiled model to the train rows")
+    parser.add_argument("--int8", action="store_true", help="add the R-50-FPN network int8 section (CPU)")
+    parser.add_argument("--calib-batches", type=int, default=4, help="int8 calibration batches (default 4)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.size, args.demo_batch, args.warmup, args.repeats = 1, 128, 2, 0, 1
+        args.batch, args.size, args.demo_batch, args.warmup, args.repeats, args.calib_batches = 1, 128, 2, 0, 1, 1
     args.compile = args.compile and not args.no_compile
     device = timing.setup(args)
     with timing.Machine() as machine:
@@ -284,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n".join([f"same weights, detections of the first image{note}:", *gap_lines]))
     for title, table in profiles.items():
         print(f"\ntop ops by self time, {title}:\n{table}")
+    if args.int8:
+        from resbone.deploy.quantize import cpu_int8_line
+        print(cpu_int8_line())
     print(machine.line())
     return 0
 

@@ -21,6 +21,7 @@ import sys
 from typing import Sequence
 
 import resbone
+from resbone.cli.quantize import QUANTIZE_COMMANDS
 from resbone.cli.tasks import TASK_COMMANDS
 from resbone.cli.weights import WEIGHTS_COMMANDS, run_list_pretrained
 
@@ -229,7 +230,8 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 # ---- entry point ----------------------------------------------------------------------------------
-_COMMANDS = (_add_summary, _add_list, _add_configs, _add_export, _add_convert, *TASK_COMMANDS, *WEIGHTS_COMMANDS)
+_COMMANDS = (_add_summary, _add_list, _add_configs, _add_export, _add_convert, *TASK_COMMANDS, *WEIGHTS_COMMANDS,
+             *QUANTIZE_COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["fuse_conv_norm"]
+__all__ = ["as_batch_norm", "fuse_conv_norm"]
 
 _FUSABLE_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)
 
@@ -33,6 +33,14 @@ def _pairs(module: nn.Module) -> list[tuple[str, str]]:
             if type(children[c]) is nn.Conv2d and isinstance(children[n], _FUSABLE_NORMS)]
 
 
+def as_batch_norm(norm: FrozenBatchNorm2d) -> nn.BatchNorm2d:
+    """The same affine as an eval-mode nn.BatchNorm2d (the form torch's fusion code reads)."""
+    bn = nn.BatchNorm2d(norm.weight.numel(), eps=norm.eps).eval()
+    bn.load_state_dict({k: getattr(norm, k) for k in ("weight", "bias", "running_mean", "running_var")},
+                       strict=False)
+    return bn
+
+
 def fuse_conv_norm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """A copy of `model` (eval mode) whose conv + BN/FrozenBN pairs are single convs."""
     if not isinstance(model, nn.Module):
@@ -41,11 +49,8 @@ def fuse_conv_norm(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     for module in list(model.modules()):
         for conv_name, norm_name in _pairs(module):
             conv, norm = getattr(module, conv_name), getattr(module, norm_name)
-            if isinstance(norm, FrozenBatchNorm2d):  # same affine, in the shape fuse_conv_bn_eval reads
-                bn = nn.BatchNorm2d(norm.weight.numel(), eps=norm.eps).eval()
-                bn.load_state_dict({k: getattr(norm, k) for k in ("weight", "bias", "running_mean",
-                                                                  "running_var")}, strict=False)
-                norm = bn
+            if isinstance(norm, FrozenBatchNorm2d):
+                norm = as_batch_norm(norm)
             setattr(module, conv_name, fuse_conv_bn_eval(conv, norm))
             setattr(module, norm_name, nn.Identity())
     return model

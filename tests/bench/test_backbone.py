@@ -43,3 +43,12 @@ def test_quick_benchmark_without_compiling_prints_every_row_and_equal_outputs(ca
 def test_quick_benchmark_with_the_compiled_contenders(capsys):
     out = _run(capsys)
     _check(out, EAGER | {"resbone fast path", "torchvision compiled"}, EAGER | {"resbone compiled"})
+
+
+def test_quick_int8_section_beside_float_and_torchvision_int8(capsys):
+    from bench.int8 import engines
+
+    out = _run(capsys, "--no-compile", "--int8")
+    rows = parse_sections(out)["resnet18 int8 inference (CPU), batch 2x3x32x32"]
+    assert set(rows) == {"torchvision eager", "torchvision int8 (x86)", *(f"resbone int8 ({e})" for e in engines())}
+    assert "resbone int8 (x86): max |diff|" in out and "CPU int8 features: avx2" in out
