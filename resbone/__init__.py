@@ -30,9 +30,11 @@ _EXPORTS = {
     "get_weights": "resbone.weights", "list_pretrained": "resbone.weights",
 }
 
-__all__ = ["BasicBlock", "Bottleneck", "MobileNetV2", "ResLayer", "ResNet", "build_backbone", "build_fcos_backbone",
-           "convert_state_dict", "create_model", "detect_dialect", "find_config", "get_weights", "is_model",
-           "list_configs", "list_models", "list_pretrained", "load_checkpoint", "register_model"]  # = sorted(_EXPORTS), written out for linters
+__all__ = [  # = sorted(_EXPORTS), written out for linters
+    "BasicBlock", "Bottleneck", "MobileNetV2", "ResLayer", "ResNet", "build_backbone", "build_fcos_backbone",
+    "convert_state_dict", "create_model", "detect_dialect", "find_config", "get_weights", "is_model",
+    "list_configs", "list_models", "list_pretrained", "load_checkpoint", "register_model"
+]
 
 if TYPE_CHECKING:  # what static type checkers and IDEs see; at run time __getattr__ imports these on use
     from resbone.builders import build_backbone

@@ -65,9 +65,9 @@ def _classifier_batches(model, paths: list[str], size: tuple[int, int], batch: i
 def _build(args: argparse.Namespace):
     """(float model, is a detector) from a model name or a detector config."""
     if args.name.endswith((".yaml", ".yml")):
+        from resbone.detection.config import load_cfg
         from resbone.detection.detector import build_detector
-        from resbone.engine.config import load_cfg
-        from resbone.engine.predictor import load_detector
+        from resbone.detection.predictor import load_detector
 
         cfg = load_cfg(args.name, [part for item in args.set for part in item.split("=", 1)] + ["MODEL.DEVICE", "cpu"])
         return (load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)), True

@@ -234,8 +234,8 @@ def test_backbone_features_and_save_load_round_trip(tmp_path, rng):
 @pytest.mark.slow
 def test_detector_network_int8_with_float_post_processing(tmp_path, rng):
     """What `resbone eval --int8` runs: the detector whole, its backbone + FPN + head int8."""
+    from resbone.detection.config import load_cfg
     from resbone.detection.detector import build_detector
-    from resbone.engine.config import load_cfg
 
     cfg = load_cfg(os.path.join(os.path.dirname(__import__("resbone").__file__), "configs", "fcos",
                                 "shapes_R_18_FPN.yaml"), ["MODEL.DEVICE", "cpu"])

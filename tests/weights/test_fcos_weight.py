@@ -7,7 +7,7 @@ import torch
 
 from resbone.convert import convert_state_dict
 from resbone.convert.io import save_state_dict_file
-from resbone.engine.config import load_cfg
+from resbone.detection.config import load_cfg
 from resbone.engine.trainer import build_detector_with_weight
 from resbone.factory import create_model
 
