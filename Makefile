@@ -34,8 +34,8 @@ $(STAMP): pyproject.toml Makefile
 # (README: threads).
 demo: $(STAMP)
 	$(VENV)/bin/resbone summary resnet18
-	$(VENV)/bin/resbone train --threads 1 resbone/configs/fcos/shapes_R_18_FPN.yaml OUTPUT_DIR demo_output --overwrite
-	$(VENV)/bin/resbone predict resbone/configs/fcos/shapes_R_18_FPN.yaml --weights demo_output/model_final.pth \
+	$(VENV)/bin/resbone train --threads 1 fcos/shapes_R_18_FPN OUTPUT_DIR demo_output --overwrite
+	$(VENV)/bin/resbone predict fcos/shapes_R_18_FPN --weights demo_output/model_final.pth \
 		--grid 8 --out demo_output/predictions
 
 # The second demo: resnet18 trained from scratch on the generated textures set (6 classes that need shape AND
@@ -43,11 +43,11 @@ demo: $(STAMP)
 # classes; 5 min 33 s on the shared 2-core machine with one thread, val Acc@1 94.4% (docs/classification.md).
 demo-classify: $(STAMP)
 	$(VENV)/bin/resbone data textures --out datasets/textures
-	$(VENV)/bin/resbone train --threads 1 resbone/configs/classification/textures_resnet18.yaml \
+	$(VENV)/bin/resbone train --threads 1 classification/textures_resnet18 \
 		OUTPUT_DIR demo_classify_output --overwrite
-	$(VENV)/bin/resbone eval resbone/configs/classification/textures_resnet18.yaml \
+	$(VENV)/bin/resbone eval classification/textures_resnet18 \
 		--weights demo_classify_output/model_final.pth
-	$(VENV)/bin/resbone predict resbone/configs/classification/textures_resnet18.yaml \
+	$(VENV)/bin/resbone predict classification/textures_resnet18 \
 		--weights demo_classify_output/model_final.pth --grid 12 --out demo_classify_output/predictions
 
 test: $(STAMP)

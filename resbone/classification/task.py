@@ -9,7 +9,6 @@ a checkpoint file; resume).
 """
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 
@@ -48,11 +47,7 @@ def build_classifier(cfg, num_classes: int) -> nn.Module:
     kwargs = dict(num_classes=num_classes)
     if cfg.MODEL.FROZEN_STAGES >= 0:
         kwargs["frozen_stages"] = cfg.MODEL.FROZEN_STAGES
-    if cfg.MODEL.PRETRAINED:
-        # the pretrained-weights package (being built) gives create_model a `pretrained` argument
-        if "pretrained" not in inspect.signature(create_model).parameters:
-            raise ValueError("MODEL.PRETRAINED needs create_model(pretrained=True), which this resbone lacks; "
-                             "download the weights and pass their file as MODEL.WEIGHT (any dialect)")
+    if cfg.MODEL.PRETRAINED:  # the model's published weights (resbone.weights), its classifier re-initialised
         kwargs["pretrained"] = True
     model = create_model(cfg.MODEL.NAME, **kwargs)
     if cfg.MODEL.WEIGHT:

@@ -120,6 +120,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_allow_missing_arg(p)
     _add_threads_arg(p)
     _add_compile_arg(p)
+    p.add_argument("--int8", action="store_true", help="detection: quantize the network to int8 first (CPU; "
+                                                       "calibrated on 8 batches of DATASETS.TRAIN[0])")
     p.set_defaults(func=_run_eval)
 
 
@@ -129,7 +131,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     cfg = _config(args)
     parts = _parts(cfg)
     try:
-        results = parts.evaluate_weights(cfg, args.weights, allow_missing=args.allow_missing, threads=args.threads)
+        int8 = dict(int8=True) if args.int8 else {}
+        if int8 and (cfg.TASK or "detection") != "detection":
+            raise ValueError(f"--int8 evaluates a detector; {args.config} is a {cfg.TASK} config "
+                             "(`resbone quantize` makes an int8 classifier)")
+        results = parts.evaluate_weights(cfg, args.weights, allow_missing=args.allow_missing, threads=args.threads,
+                                         **int8)
         if distributed.is_main_process():
             _print_eval(parts.task, results, results.partial_weights)
     finally:

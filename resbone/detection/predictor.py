@@ -78,19 +78,37 @@ def _load_detector(cfg, weights: str, *, allow_missing: bool) -> tuple[nn.Module
     return model, recorded_class_names(weights), partial
 
 
-def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads: int | None = None) -> EvalResults:
+def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads: int | None = None,
+                     int8: bool = False) -> EvalResults:
     """COCO AP of a checkpoint on every set of DATASETS.TEST (runs under torchrun too); MODEL.COMPILE and
-    MODEL.CHANNELS_LAST apply as in training."""
+    MODEL.CHANNELS_LAST apply as in training. int8: the network quantized first (quantize_for_eval)."""
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty; name the sets to evaluate, e.g. "
                          "DATASETS.TEST \"('shapes_val',)\"")
     device = start_process(cfg, threads=threads)
     model, _, partial = _load_detector(cfg, weights, allow_missing=allow_missing)
-    model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                             channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward_head")
+    if int8:
+        model, device = quantize_for_eval(cfg, model), torch.device("cpu")
+    else:
+        model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
+                                 channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward_head")
     results = EvalResults(evaluate(cfg, model, device))
     results.partial_weights = partial
     return results
+
+
+def quantize_for_eval(cfg, model: nn.Module, *, batches: int = 8) -> nn.Module:
+    """The detector with an int8 network (resbone.deploy.quantize; resizing and NMS stay float), calibrated
+    on the first `batches` test-time batches of DATASETS.TRAIN[0]: training images, not the evaluated ones."""
+    from resbone.deploy import quantize
+    from resbone.detection.data import collate
+    from resbone.engine.data import build_test_loader
+
+    if not cfg.DATASETS.TRAIN:
+        raise ValueError("int8 evaluation calibrates on DATASETS.TRAIN[0], which is empty; name a training set")
+    dataset = build_dataset(cfg, cfg.DATASETS.TRAIN[0], is_train=False)
+    loader = build_test_loader(dataset, batch_size=cfg.TEST.IMS_PER_BATCH, collate_fn=collate)
+    return quantize(model.cpu().eval(), loader, max_batches=batches)
 
 
 @torch.no_grad()

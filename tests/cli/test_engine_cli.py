@@ -8,6 +8,7 @@ import os
 import re
 
 import pytest
+import torch
 from PIL import Image
 
 from resbone.cli import main
@@ -46,11 +47,34 @@ def test_train_eval_predict_resume(tmp_path, capsys):
     assert main(["eval", CONFIG, "--weights", weights, *opts]) == 0  # overrides may follow the options
     assert "shapes_val: AP " in capsys.readouterr().out
 
+    _eval_int8(weights, opts, capsys)
+
     image = os.path.join(str(tmp_path / "data"), os.listdir(tmp_path / "data")[0], "val", "000001.png")
     assert main(["predict", CONFIG, "--weights", weights, image, "--out", str(tmp_path / "pred"),
                  "--score-threshold", "0.0", "--opts", *opts]) == 0
     drawn = Image.open(tmp_path / "pred" / "000001.png")
     assert drawn.size == (384, 384)  # small images are drawn enlarged (issue 10 item 7)
+
+
+def _eval_int8(weights: str, opts: list, capsys) -> None:
+    """`eval --int8` evaluates the detector whose network resbone.deploy.quantize made int8 (torch's quantized
+    convs), calibrated on the training set."""
+    import resbone.deploy
+
+    made = []
+
+    def quantize(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    real = resbone.deploy.quantize
+    resbone.deploy.quantize = quantize
+    try:
+        assert main(["eval", CONFIG, "--weights", weights, "--int8", *opts]) == 0
+    finally:
+        resbone.deploy.quantize = real
+    assert "shapes_val: AP " in capsys.readouterr().out
+    assert len(made) == 1 and any(isinstance(m, torch.ao.nn.quantized.Conv2d) for m in made[0].modules())
 
 
 def test_user_errors_exit_2_with_a_sentence(tmp_path, capsys):

@@ -58,7 +58,7 @@ def test_an_unknown_name_lists_the_close_ones(given, suggested):
 
 
 def test_nothing_close_lists_all_and_paths_stay_paths(tmp_path):
-    with pytest.raises(ValueError, match="the shipped configs are fcos/"):
+    with pytest.raises(ValueError, match="the shipped configs are .*fcos/"):
         find_config("zzzz")
     # an absolute or parent path that does not exist is not looked up inside the package
     with pytest.raises(ValueError, match="neither a config file"):

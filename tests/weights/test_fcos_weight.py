@@ -8,7 +8,7 @@ import torch
 from resbone.convert import convert_state_dict
 from resbone.convert.io import save_state_dict_file
 from resbone.detection.config import load_cfg
-from resbone.engine.trainer import build_detector_with_weight
+from resbone.detection.task import build_detector_with_weight
 from resbone.factory import create_model
 
 CONFIG = "resbone/configs/fcos/fcos_R_50_FPN_1x.yaml"

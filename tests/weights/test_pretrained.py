@@ -148,3 +148,18 @@ def test_resbone_convert_reads_an_address(served, any_hash, tmp_path, tv18):
     out = tmp_path / "r18_timm.safetensors"
     assert main(["convert", "torchvision://resnet18", str(out), "--to", "timm"]) == 0
     assert torch.equal(load_state_dict_file(out)["conv1.weight"], tv18.conv1.weight)
+
+
+def test_a_classification_config_fine_tunes_the_published_weights_with_five_classes(tv18):
+    """MODEL.PRETRAINED True: the served torchvision file in the body, a new 5-class classifier (issue 19)."""
+    from resbone.classification.config import load_cfg
+    from resbone.classification.task import build_classifier
+
+    cfg = load_cfg(None, ["MODEL.NAME", "resnet18", "MODEL.PRETRAINED", "True"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one note about the classifier, tested above
+        model = build_classifier(cfg, 5)
+    assert model.fc.out_features == 5
+    for key, value in tv18.state_dict().items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(model.state_dict()[key], value, rtol=0, atol=0)

@@ -69,25 +69,28 @@ def test_timm_tags_and_defaults_are_all_of_timms():
             assert P.DEFAULT_TAGS[model] == timm.models.get_pretrained_cfg(model).tag
 
 
-def _mmengine_json(name: str) -> dict:
-    import importlib.util
+def _package_file(package: str, path: str) -> Path:
+    """A file of an installed package, found through its distribution's metadata: the package is not
+    imported (mmengine's __init__ needs rich, mmpretrain's cv2), and other tests may have put a hollow
+    stand-in of it in sys.modules, whose spec importlib.util.find_spec would refuse."""
+    import importlib.metadata
 
-    mmengine = importlib.util.find_spec("mmengine")  # its __init__ needs rich: read the json files only
-    return json.loads((Path(mmengine.origin).parent / "hub" / name).read_text())
+    return Path(importlib.metadata.distribution(package).locate_file(f"{package}/{path}"))
+
+
+def _mmengine_json(name: str) -> dict:
+    return json.loads(_package_file("mmengine", f"hub/{name}").read_text())
 
 
 def test_openmmlab_entries_are_mmengines_and_mmpretrains():
-    import importlib.util
-
     import yaml
 
-    mmpretrain = importlib.util.find_spec("mmpretrain")  # its __init__ needs cv2: read the metafile only
     urls = {**{f"open-mmlab://{k}": v for k, v in _mmengine_json("openmmlab.json").items()},
             **{f"mmcls://{k}": v for k, v in _mmengine_json("mmcls.json").items()}}
     for old, new in _mmengine_json("deprecated.json").items():  # mmengine renames these before the lookup
         if f"open-mmlab://{new}" in urls:
             urls[f"open-mmlab://{old}"] = urls[f"open-mmlab://{new}"]
-    meta = yaml.safe_load((Path(mmpretrain.origin).parent / ".mim/configs/resnet/metafile.yml").read_text())
+    meta = yaml.safe_load(_package_file("mmpretrain", ".mim/configs/resnet/metafile.yml").read_text())
     accuracy = {m["Weights"]: m["Results"][0]["Metrics"] for m in meta["Models"] if "Weights" in m}
     for w in BY_SOURCE["openmmlab"]:
         assert all(urls[a] == w.url for a in w.aliases), w.name
