@@ -21,7 +21,7 @@ from resbone.classification.data.folders import LabelledImages, open_labelled_im
 from resbone.classification.task import build_classifier, evaluate_sets, model_pretrained_cfg
 from resbone.classification.transforms import build_eval_transform
 from resbone.engine.accelerate import accelerate_model
-from resbone.engine.checkpoint import recorded_class_names
+from resbone.engine.checkpoint import check_weights_file, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import font, save_png, side_by_side
 
@@ -47,11 +47,7 @@ class Predictions(dict):
 def load_classifier(cfg, weights: str, *, allow_missing: bool = False) -> tuple[nn.Module, list[str], str | None]:
     """The classifier of `cfg` with `weights`, in eval mode; its class names (the checkpoint's, else those of
     DATASETS.TRAIN); the problems of partial weights (refused unless `allow_missing`)."""
-    if os.path.isdir(weights):
-        raise ValueError(f"weights {weights} is a directory; pass a checkpoint file in it, e.g. "
-                         f"{os.path.join(weights, 'model_final.pth')}")
-    if not os.path.isfile(weights):
-        raise ValueError(f"weights file {weights} does not exist")
+    check_weights_file(weights)
     class_names = recorded_class_names(weights)
     if class_names is None:
         class_names = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN (for the class names)").classes

@@ -19,7 +19,7 @@ from resbone.detection.detector import build_detector
 from resbone.detection.inference import evaluate
 from resbone.detection.visualize import draw_detections, render_detections
 from resbone.engine.accelerate import accelerate_model
-from resbone.engine.checkpoint import recorded_class_names
+from resbone.engine.checkpoint import check_weights_file, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import save_png, side_by_side
 
@@ -51,13 +51,9 @@ def load_detector(cfg, weights: str, *, allow_missing: bool = False) -> tuple[nn
 
 
 def _load_detector(cfg, weights: str, *, allow_missing: bool) -> tuple[nn.Module, list[str] | None, str | None]:
-    if os.path.isdir(weights):
-        raise ValueError(f"weights {weights} is a directory; pass a checkpoint file in it, e.g. "
-                         f"{os.path.join(weights, 'model_final.pth')}")
-    if not os.path.isfile(weights):
-        raise ValueError(f"weights file {weights} does not exist")
+    check_weights_file(weights)
     # MODEL.WEIGHT is not read: `weights` replaces it, as FCOS's test_net.py --ckpt does (FCOS's configs
-    # name catalog:// backbones there, which resbone refuses to download)
+    # name ImageNet backbones there, which the detector's checkpoint already holds)
     model = build_detector(cfg)
     # unlike MODEL.WEIGHT (often a backbone only), these weights must be the detector the config builds:
     # a tensor of another shape (NUM_CLASSES, widths) or one left out (an R-18 file in an R-34 config)

@@ -19,7 +19,8 @@ from torch import nn
 from resbone import convert as resbone_convert
 from resbone.utils.files import atomic_write
 
-__all__ = ["save_checkpoint", "last_checkpoint", "load_training_state", "load_weights", "recorded_class_names"]
+__all__ = ["save_checkpoint", "last_checkpoint", "load_training_state", "load_weights", "recorded_class_names",
+           "check_weights_file"]
 
 logger = logging.getLogger("resbone")
 
@@ -69,6 +70,15 @@ def load_weights(model: nn.Module, path: str) -> None:
                        report.problems())
     else:
         logger.info("loaded %d tensors from %s (%s dialect)", len(report.loaded), path, report.dialect)
+
+
+def check_weights_file(weights: str) -> None:
+    """`--weights` of eval / predict must name a checkpoint file: a folder or a missing path is the user's to fix."""
+    if os.path.isdir(weights):
+        raise ValueError(f"weights {weights} is a directory; pass a checkpoint file in it, e.g. "
+                         f"{os.path.join(weights, 'model_final.pth')}")
+    if not os.path.isfile(weights):
+        raise ValueError(f"weights file {weights} does not exist")
 
 
 def recorded_class_names(weights: str) -> list[str] | None:
