@@ -35,17 +35,20 @@ def int8_step(model: nn.Module, engine: str, *args) -> Callable[[], object]:
     return step
 
 
-def torchvision_int8(arch: str, reference: nn.Module, batches: list[torch.Tensor]) -> nn.Module | None:
-    """torchvision's quantized `arch` (None where torchvision has none) with `reference`'s float weights."""
+def torchvision_int8(arch: str, reference: nn.Module, batches: list[torch.Tensor], *, qconfig=None,
+                     **kwargs) -> nn.Module | None:
+    """torchvision's quantized `arch` (None where torchvision has none) with `reference`'s float weights, by its
+    own eager flow (fuse_model, prepare, calibrate on `batches`, convert); qconfig: x86's default unless given;
+    kwargs go to torchvision's builder (e.g. num_classes)."""
     import torchvision.models.quantization as tvq
     from torch.ao.quantization import convert, get_default_qconfig, prepare
 
     if not hasattr(tvq, arch):
         return None
-    model = getattr(tvq, arch)(weights=None, quantize=False)
+    model = getattr(tvq, arch)(weights=None, quantize=False, **kwargs)
     model.load_state_dict(reference.state_dict(), strict=True)
     model.eval().fuse_model(is_qat=False)
-    model.qconfig = get_default_qconfig("x86")
+    model.qconfig = get_default_qconfig("x86") if qconfig is None else qconfig
     torch.backends.quantized.engine = "x86"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -96,21 +96,10 @@ def _torchvision_int8(model, calibration):
     """torchvision's own quantized resnet18 (eager flow: fuse_model, prepare, calibrate, convert) with the
     float weights of `model` (resbone's native names are torchvision's) and the same qconfig (x86's, with
     8-bit activations on a VNNI CPU: resbone.deploy.quantize.qconfig_mapping)."""
-    from torch.ao.quantization import convert, prepare
-    from torchvision.models.quantization import resnet18
+    from bench.int8 import torchvision_int8
 
-    reference = resnet18(weights=None, quantize=False, num_classes=3)
-    reference.load_state_dict(model.state_dict(), strict=True)
-    reference.eval().fuse_model(is_qat=False)
-    reference.qconfig = qconfig_mapping("x86").global_qconfig
-    torch.backends.quantized.engine = "x86"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prepare(reference, inplace=True)
-        with torch.no_grad():
-            for batch in calibration:
-                reference(batch)
-        return convert(reference, inplace=True)
+    return torchvision_int8("resnet18", model, calibration, qconfig=qconfig_mapping("x86").global_qconfig,
+                            num_classes=3)
 
 
 @pytest.mark.slow
