@@ -34,8 +34,9 @@ def _pairs(module: nn.Module) -> list[tuple[str, str]]:
 
 
 def as_batch_norm(norm: FrozenBatchNorm2d) -> nn.BatchNorm2d:
-    """The same affine as an eval-mode nn.BatchNorm2d (the form torch's fusion code reads)."""
-    bn = nn.BatchNorm2d(norm.weight.numel(), eps=norm.eps).eval()
+    """The same affine as an eval-mode nn.BatchNorm2d (the form torch's fusion code reads), on the frozen norm's
+    device and in its dtype (a CPU float32 copy of a CUDA norm cannot be folded into the CUDA conv)."""
+    bn = nn.BatchNorm2d(norm.weight.numel(), eps=norm.eps, device=norm.weight.device, dtype=norm.weight.dtype).eval()
     bn.load_state_dict({k: getattr(norm, k) for k in ("weight", "bias", "running_mean", "running_var")},
                        strict=False)
     return bn

@@ -54,3 +54,17 @@ def test_fused_detector_gives_the_same_head_outputs_with_its_frozen_norms_folded
 def test_fuse_rejects_what_is_not_a_module():
     with pytest.raises(TypeError, match="nn.Module"):
         fuse_conv_norm("resnet18")
+
+
+def test_a_frozen_norm_is_folded_on_its_own_device_and_dtype():
+    # found on a GPU: the frozen norm's BatchNorm copy was made on the CPU, and folding it into a CUDA conv
+    # failed inside torch; the meta device and float64 stand in for CUDA here (the CPU-only suite)
+    torch.manual_seed(0)
+    model = randomize_norms(create_model("resnet18", norm_cfg=dict(type="FrozenBN"))).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        expected, got = model(x), fuse_conv_norm(model)(x)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    on_meta = fuse_conv_norm(create_model("resnet18", norm_cfg=dict(type="FrozenBN")).to("meta"))
+    assert {p.device.type for p in on_meta.parameters()} == {"meta"}
