@@ -22,6 +22,7 @@ from typing import Sequence
 
 import resbone
 from resbone.cli.quantize import QUANTIZE_COMMANDS
+from resbone.cli.reid import REID_COMMANDS
 from resbone.cli.tasks import TASK_COMMANDS
 from resbone.cli.weights import WEIGHTS_COMMANDS, run_list_pretrained
 
@@ -231,7 +232,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 # ---- entry point ----------------------------------------------------------------------------------
 _COMMANDS = (_add_summary, _add_list, _add_configs, _add_export, _add_convert, *TASK_COMMANDS, *WEIGHTS_COMMANDS,
-             *QUANTIZE_COMMANDS)
+             *QUANTIZE_COMMANDS, *REID_COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:
