@@ -102,7 +102,11 @@ class ReidTask(Task):
         losses = self.criterion(output.logits.float(), embedding, labels)
         weight = self.cfg.SOLVER.CENTER_LOSS_WEIGHT
         if weight > 0:
-            losses["loss_center"] = weight * _unwrap(model).center(embedding, labels)
+            center = getattr(_unwrap(model), "center", None)
+            if center is None:
+                raise ValueError("SOLVER.CENTER_LOSS_WEIGHT > 0 needs the model's centres (its `center` submodule, "
+                                 "which resbone.reid.task.build_reid_model adds)")
+            losses["loss_center"] = weight * center(embedding, labels)
         return losses
 
     def evaluate(self, cfg, model: nn.Module, device: torch.device, *, progress: bool = True) -> dict:
