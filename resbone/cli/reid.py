@@ -1,5 +1,6 @@
-"""`resbone reid extract CONFIG --weights W FOLDER --out emb.npy|emb.pt` and `resbone data reid`: library calls of
-resbone.reid (predictor.extract_embeddings / save_embeddings, synthetic.generate_reid_set).
+"""`resbone reid extract CONFIG --weights W FOLDER --out emb.npy|emb.pt`, `resbone data reid` and `resbone export`
+of a re-id config: library calls of resbone.reid (predictor.extract_embeddings / save_embeddings / load_reid_model,
+synthetic.generate_reid_set).
 
 Reference test: tests/reid/test_cli.py (the written embeddings equal the model's own on the same images).
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 
-__all__ = ["REID_COMMANDS", "generate_reid_data"]
+__all__ = ["REID_COMMANDS", "generate_reid_data", "reid_model_for_export"]
 
 
 def generate_reid_data(out: str, given: dict) -> int:
@@ -24,6 +25,19 @@ def generate_reid_data(out: str, given: dict) -> int:
     for split, folder in SPLITS.items():
         print(f"{split}: {os.path.join(root, folder)}")
     return 0
+
+
+def reid_model_for_export(config: str, opts: list[str], checkpoint: str | None):
+    """`resbone export CONFIG OUT --checkpoint W` for a re-id config: the trained model (eval mode: the embedding
+    after the BNNeck out) and the config's INPUT.SIZE."""
+    from resbone.reid.config import load_cfg
+    from resbone.reid.predictor import load_reid_model
+
+    if not checkpoint:
+        raise ValueError(f"{config} is a re-id config: give the trained weights with --checkpoint (a `resbone "
+                         "train` checkpoint)")
+    cfg = load_cfg(config, opts)
+    return load_reid_model(cfg, checkpoint)[0], tuple(cfg.INPUT.SIZE)
 
 
 def _add_reid(sub: argparse._SubParsersAction) -> None:

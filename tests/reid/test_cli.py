@@ -1,6 +1,6 @@
 """`resbone data reid / train / eval / reid extract` end to end on a tiny generated set with the shipped demo
 config (narrowed): train and eval print the same rank-1 / mAP, eval draws the ranked lists, the extracted
-embeddings equal those of a ReidModel built by hand with the checkpoint's weights, the ONNX export of the
+embeddings equal those of a ReidModel built by hand with the checkpoint's weights, `resbone export` of the
 trained model gives them in onnxruntime, `predict` and bad `--out` names get a sentence, and `resbone configs`
 lists the re-id configs."""
 from __future__ import annotations
@@ -15,9 +15,7 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from resbone.cli import main
-from resbone.deploy.onnx import export_onnx
 from resbone.reid.model import ReidModel
-from resbone.reid.predictor import load_reid_model
 from resbone.tasks import load_cfg
 
 CONFIG = "reid/synthetic_resnet18"
@@ -77,11 +75,11 @@ def test_data_train_eval_extract_and_onnx(tmp_path, capsys):
     assert saved["files"] == names
     torch.testing.assert_close(saved["embeddings"], expected, rtol=1e-4, atol=1e-5)
 
-    # the ONNX embedding export of the trained model, in onnxruntime
-    model, _ = load_reid_model(load_cfg(None, ["TASK", "reid", *_opts(root, out)[:2], "MODEL.NAME", "resnet18",
-                                               "MODEL.POOLING", "avg"]), weights)
-    path = export_onnx(model, tmp_path / "reid.onnx", input_size=(64, 32))
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # the ONNX export of the trained model (its input size from the config), in onnxruntime
+    path = str(tmp_path / "reid.onnx")
+    assert main(["export", CONFIG, path, "--checkpoint", weights, "--set", "MODEL.BASE_CHANNELS=8"]) == 0
+    assert "input 1x3x64x32" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     images = torch.stack([TF.normalize(TF.to_tensor(Image.open(f).convert("RGB")), [0.485, 0.456, 0.406],
                                        [0.229, 0.224, 0.225]) for f in files])
     assert [o.name for o in session.get_outputs()] == ["embedding"]
@@ -99,6 +97,8 @@ def test_user_errors_get_a_sentence(reid_set, tmp_path, capsys):
     assert main(["reid", "extract", CONFIG, reid_set, "--weights", str(tmp_path / "none.pth"), "--out",
                  str(tmp_path / "e.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["export", CONFIG, str(tmp_path / "m.onnx")]) == 2
+    assert "is a re-id config: give the trained weights with --checkpoint" in capsys.readouterr().err
     assert main(["train", CONFIG, "SOLVER.MARGN", "0.2"]) == 2
     assert "did you mean SOLVER.MARGIN" in capsys.readouterr().err
 
