@@ -2,8 +2,8 @@
 
 Anchor: detectron2 projects pick their trainer by config; here the config's TASK does (FCOS's own YAML files
 have none and mean detection). It sits above the task packages and below the CLI, so the engine
-(resbone.engine) never imports a task. Proven by tests/cli/test_engine_cli.py and
-tests/classification/test_task.py.
+(resbone.engine) never imports a task. Proven by tests/cli/test_engine_cli.py,
+tests/classification/test_task.py and tests/reid/test_cli.py.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Iterable
 
 __all__ = ["TASKS", "get_task", "load_cfg", "task_name"]
 
-TASKS = ("detection", "classification")
+TASKS = ("detection", "classification", "reid")
 DEFAULT_TASK = "detection"  # FCOS's YAML files name no task
 
 
@@ -45,6 +45,11 @@ def get_task(name: str) -> SimpleNamespace:
         from resbone.classification import config, predictor, task
 
         return SimpleNamespace(name=name, load_cfg=config.load_cfg, task=task.ClassificationTask(),
+                               evaluate_weights=predictor.evaluate_weights, predictor=predictor)
+    if name == "reid":
+        from resbone.reid import config, predictor, task
+
+        return SimpleNamespace(name=name, load_cfg=config.load_cfg, task=task.ReidTask(),
                                evaluate_weights=predictor.evaluate_weights, predictor=predictor)
     raise ValueError(f"TASK {name!r} is not a task resbone trains; choose one of {', '.join(TASKS)}")
 

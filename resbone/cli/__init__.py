@@ -22,6 +22,7 @@ from typing import Sequence
 
 import resbone
 from resbone.cli.quantize import QUANTIZE_COMMANDS
+from resbone.cli.reid import REID_COMMANDS
 from resbone.cli.tasks import TASK_COMMANDS
 from resbone.cli.weights import WEIGHTS_COMMANDS, run_list_pretrained
 
@@ -84,9 +85,10 @@ def _run_list(args: argparse.Namespace) -> int:
 
 # ---- export (deploy) -------------------------------------------------------------------------------
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="write a model or an FCOS detector as ONNX (weights, folded norms)")
-    p.add_argument("name", help="a registered model name (see `resbone list`), or a detector's config: a YAML file "
-                                "or a shipped config's name (see `resbone configs`)")
+    p = sub.add_parser("export", help="write a model, an FCOS detector or a re-id model as ONNX (weights, folded "
+                                      "norms)")
+    p.add_argument("name", help="a registered model name (see `resbone list`), or a detector's or re-id model's "
+                                "config: a YAML file or a shipped config's name (see `resbone configs`)")
     p.add_argument("output", metavar="OUT", help="the .onnx file to write (atomically)")
     p.add_argument("--checkpoint", default=None, help="weights to load first, in any dialect resbone.convert reads")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"), help="default 224 224 / a detector's max")
@@ -104,19 +106,27 @@ def _run_export(args: argparse.Namespace) -> int:
 
     require_extra("onnx", extra="deploy", purpose="resbone export (ONNX)")  # torch's exporter needs it
 
-    # an FCOS detector: its config (a YAML file, or a shipped config's name task/name), then a checkpoint
+    # an FCOS detector or a re-id model: its config (a YAML file, or a shipped config's name task/name), then a
+    # checkpoint
+    default_size = None
     if args.name.endswith((".yaml", ".yml")) or "/" in args.name or os.path.isfile(args.name):
-        from resbone.detection.config import load_cfg
-        from resbone.detection.detector import build_detector
-        from resbone.detection.predictor import load_detector
+        from resbone.tasks import task_name
         from resbone.utils.configs import find_config
-        cfg = load_cfg(find_config(args.name), [part for item in args.set for part in item.split("=", 1)])
-        model = load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)
+        config, opts = find_config(args.name), [part for item in args.set for part in item.split("=", 1)]
+        if task_name(config, opts) == "reid":
+            from resbone.cli.reid import reid_model_for_export
+            model, default_size = reid_model_for_export(config, opts, args.checkpoint)
+        else:
+            from resbone.detection.config import load_cfg
+            from resbone.detection.detector import build_detector
+            from resbone.detection.predictor import load_detector
+            cfg = load_cfg(config, opts)
+            model = load_detector(cfg, args.checkpoint)[0] if args.checkpoint else build_detector(cfg)
     else:
         model = create_model(args.name, checkpoint=args.checkpoint, **_parse_model_overrides(args.set))
     if args.fuse:
         model = fuse_conv_norm(model)
-    size = tuple(args.input_size or export_input_size(model))
+    size = tuple(args.input_size or default_size or export_input_size(model))
     path = export_onnx(model, args.output, input_size=size, embedding=args.embedding)
     print(f"wrote {path} ({args.name}, input 1x{getattr(model, 'in_channels', 3)}x{size[0]}x{size[1]}, dynamic batch)")
     return 0
@@ -231,7 +241,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 # ---- entry point ----------------------------------------------------------------------------------
 _COMMANDS = (_add_summary, _add_list, _add_configs, _add_export, _add_convert, *TASK_COMMANDS, *WEIGHTS_COMMANDS,
-             *QUANTIZE_COMMANDS)
+             *QUANTIZE_COMMANDS, *REID_COMMANDS)
 
 
 def build_parser() -> argparse.ArgumentParser:

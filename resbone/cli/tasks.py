@@ -13,13 +13,16 @@ __all__ = ["TASK_COMMANDS"]
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="generate datasets (synthetic: shapes for detection, textures for "
-                                    "classification)")
-    p.add_argument("kind", choices=["shapes", "textures"], help="which data set to generate")
+                                    "classification, people in Market-1501's layout for re-id)")
+    p.add_argument("kind", choices=["shapes", "textures", "reid"], help="which data set to generate")
     p.add_argument("--out", required=True, help="folder for the data set (shapes: <split>/*.png and "
-                                                "annotations/instances_<split>.json; textures: <split>/<class>/*.png)")
-    p.add_argument("--num-train", type=int, default=None, help="training images (textures: per class)")
-    p.add_argument("--num-val", type=int, default=None, help="validation images (textures: per class)")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels")
+                                                "annotations/instances_<split>.json; textures: <split>/<class>/*.png; "
+                                                "reid: bounding_box_train, query, bounding_box_test)")
+    p.add_argument("--num-train", type=int, default=None, help="training images (textures: per class; reid: "
+                                                                "training identities)")
+    p.add_argument("--num-val", type=int, default=None, help="validation images (textures: per class; reid: "
+                                                              "held-out identities)")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels (reid: the height; width = half)")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_run_data)
 
@@ -27,6 +30,10 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _run_data(args: argparse.Namespace) -> int:
     given = {key: value for key, value in dict(num_train=args.num_train, num_val=args.num_val, image_size=args.size,
                                                seed=args.seed).items() if value is not None}
+    if args.kind == "reid":
+        from resbone.cli.reid import generate_reid_data
+
+        return generate_reid_data(args.out, given)
     if args.kind == "shapes":
         from resbone.detection.data import generate_shapes
         from resbone.detection.data.shapes import SHAPES_DEFAULTS
@@ -86,8 +93,8 @@ def _print_eval(task, results: dict, partial: str | None = None) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a detector or a classifier from a config (torchrun -m resbone "
-                                     "train ... for DDP)")
+    p = sub.add_parser("train", help="train a detector, a classifier or a re-id model from a config (torchrun -m "
+                                     "resbone train ... for DDP)")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR's last checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -114,7 +121,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint on the config's test sets (detection: COCO AP, "
-                                    "classification: Acc@1 / Acc@5)")
+                                    "classification: Acc@1 / Acc@5, re-id: rank-1/5/10 and mAP)")
     _add_config_args(p)
     p.add_argument("--weights", required=True, help="a checkpoint written by `resbone train`")
     _add_allow_missing_arg(p)
@@ -122,6 +129,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_compile_arg(p)
     p.add_argument("--int8", action="store_true", help="detection: quantize the network to int8 first (CPU; "
                                                        "calibrated on 8 batches of DATASETS.TRAIN[0])")
+    p.add_argument("--out", default=None, metavar="FOLDER", help="classification / re-id: folder for the confusion "
+                                                                 "matrix / ranked-list PNGs of each test set")
     p.set_defaults(func=_run_eval)
 
 
@@ -135,8 +144,11 @@ def _run_eval(args: argparse.Namespace) -> int:
         if int8 and (cfg.TASK or "detection") != "detection":
             raise ValueError(f"--int8 evaluates a detector; {args.config} is a {cfg.TASK} config "
                              "(`resbone quantize` makes an int8 classifier)")
+        if args.out is not None and parts.name == "detection":
+            raise ValueError("--out applies to classification and re-id configs; drop it for a detector")
+        pictures = {} if args.out is None else dict(out_dir=args.out)
         results = parts.evaluate_weights(cfg, args.weights, allow_missing=args.allow_missing, threads=args.threads,
-                                         **int8)
+                                         **int8, **pictures)
         if distributed.is_main_process():
             _print_eval(parts.task, results, results.partial_weights)
     finally:
@@ -182,6 +194,10 @@ def _run_predict(args: argparse.Namespace) -> int:
     if args.grid is not None and args.images:
         raise ValueError(f"--grid draws the test set's images; drop the image files {args.images[:3]} or --grid")
     parts = _parts(cfg)
+    if parts.name == "reid":
+        raise ValueError(f"{args.config} is a re-id config: a re-id model ranks a gallery rather than predicting "
+                         "labels; `resbone eval CONFIG --weights W --out FOLDER` draws the ranked lists and "
+                         "`resbone reid extract CONFIG --weights W FOLDER --out emb.npy` writes embeddings")
     if parts.name == "classification":
         _only_for(args, "detection", {"--score-threshold": args.score_threshold, "--gt": args.show_gt,
                                       "--gt-file": args.gt_file})

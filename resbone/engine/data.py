@@ -17,24 +17,27 @@ __all__ = ["build_train_batches", "build_test_loader", "per_rank"]
 
 
 def build_train_batches(dataset, *, batch_size: int, seed: int, collate_fn: Callable, start_iter: int = 0,
-                        num_workers: int = 0) -> Iterator:
+                        num_workers: int = 0, batch_sampler=None) -> Iterator:
     """Endless batches for this rank. Epoch e uses DistributedSampler's permutation (seed + e), so
     the union of the ranks' batches at an iteration is the one-process batch of the global size, and
     a resumed run sees the same batches as an uninterrupted one. A data set with `set_epoch(e)` hears of
-    each epoch (seeded augmentations)."""
+    each epoch (seeded augmentations). A task's own `batch_sampler` (lists of this rank's indices, with
+    `set_epoch` and `__len__`, e.g. re-id's P x K identities) replaces the shuffled batches of `batch_size`."""
     world, rank = comm.get_world_size(), comm.get_rank()
-    sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
-                                                  seed=seed, drop_last=False)
-    per_epoch = len(sampler) // batch_size
+    if batch_sampler is None:
+        sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True,
+                                                      seed=seed, drop_last=False)
+        batch_sampler = _ShuffledBatches(sampler, batch_size)
+    per_epoch = len(batch_sampler)
     if per_epoch == 0:
         raise ValueError(f"the training set has {len(dataset)} images, fewer than SOLVER.IMS_PER_BATCH "
                          f"({batch_size * world}); lower IMS_PER_BATCH or add images")
     epoch, skip = divmod(start_iter, per_epoch)
     while True:
-        sampler.set_epoch(epoch)
+        batch_sampler.set_epoch(epoch)
         if hasattr(dataset, "set_epoch"):
             dataset.set_epoch(epoch)
-        batches = list(torch.utils.data.BatchSampler(sampler, batch_size, drop_last=True))[skip:]
+        batches = list(batch_sampler)[skip:]
         # the loader's worker seeds come from their own generator, not the process's RNG: a loader made at a
         # resumed run's start then leaves that RNG (which random augmentations draw from) where the
         # uninterrupted run had it
@@ -43,6 +46,22 @@ def build_train_batches(dataset, *, batch_size: int, seed: int, collate_fn: Call
                                              generator=torch.Generator().manual_seed(seed + epoch))
         yield from loader
         epoch, skip = epoch + 1, 0
+
+
+class _ShuffledBatches:
+    """DistributedSampler's indices in batches of `batch_size` (the last partial batch dropped)."""
+
+    def __init__(self, sampler: torch.utils.data.DistributedSampler, batch_size: int) -> None:
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(torch.utils.data.BatchSampler(self.sampler, self.batch_size, drop_last=True))
 
 
 def build_test_loader(dataset, *, batch_size: int, collate_fn: Callable, num_workers: int = 0):

@@ -4,7 +4,8 @@ Anchor: FCOS/maskrcnn-benchmark `solver/build.py` (`make_optimizer`: biases get 
 BIAS_LR_FACTOR and WEIGHT_DECAY_BIAS; deformable-conv offsets DCONV_OFFSETS_LR_FACTOR) and
 `solver/lr_scheduler.py` (`WarmupMultiStepLR`); from detectron2 `solver/lr_scheduler.py`, `WarmupCosineLR`
 (SOLVER.LR_SCHEDULER_NAME, with BASE_LR_END) and, as mmdet's configs, AdamW (SOLVER.OPTIMIZER) for short
-from-scratch schedules. Proven by tests/engine/test_solver.py against the hand-computed schedule and update.
+from-scratch schedules, and Adam (reid-strong-baseline's optimizer). Proven by tests/engine/test_solver.py
+against the hand-computed schedule and update.
 """
 from __future__ import annotations
 
@@ -17,14 +18,15 @@ from torch import nn
 
 __all__ = ["build_optimizer", "build_lr_scheduler", "lr_factor", "OPTIMIZERS", "LR_SCHEDULERS"]
 
-OPTIMIZERS = ("SGD", "AdamW")
+OPTIMIZERS = ("SGD", "AdamW", "Adam")
 LR_SCHEDULERS = ("WarmupMultiStepLR", "WarmupCosineLR")
 
 
 def build_optimizer(cfg, model: nn.Module, *, lr_factor: Callable[[str], float] | None = None
                     ) -> torch.optim.Optimizer:
-    """SOLVER.OPTIMIZER over FCOS's (lr, weight decay) groups: SGD with MOMENTUM, or AdamW (betas 0.9/0.999,
-    WEIGHT_DECAY decoupled). `lr_factor(name)` multiplies a parameter's lr (a task's lower backbone lr)."""
+    """SOLVER.OPTIMIZER over FCOS's (lr, weight decay) groups: SGD with MOMENTUM, AdamW (betas 0.9/0.999,
+    WEIGHT_DECAY decoupled) or Adam (WEIGHT_DECAY as L2, reid-strong-baseline's). `lr_factor(name)` multiplies
+    a parameter's lr (a task's lower backbone lr)."""
     solver = cfg.SOLVER
     if solver.OPTIMIZER not in OPTIMIZERS:
         raise ValueError(f"SOLVER.OPTIMIZER must be one of {', '.join(OPTIMIZERS)}, got {solver.OPTIMIZER!r}")
@@ -47,6 +49,8 @@ def build_optimizer(cfg, model: nn.Module, *, lr_factor: Callable[[str], float] 
     param_groups = [dict(params=params, lr=lr, weight_decay=wd) for (lr, wd), params in groups.items()]
     if solver.OPTIMIZER == "AdamW":
         return torch.optim.AdamW(param_groups, lr=solver.BASE_LR)
+    if solver.OPTIMIZER == "Adam":  # re-id's baseline: the weight decay is an L2 term added to the gradient
+        return torch.optim.Adam(param_groups, lr=solver.BASE_LR)
     return torch.optim.SGD(param_groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM)
 
 

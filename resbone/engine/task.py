@@ -30,6 +30,11 @@ class Task:
         """The training batches from a list of samples (default: torch's default_collate)."""
         return torch.utils.data.default_collate(batch)
 
+    def batch_sampler(self, cfg, train_set, batch_size: int):
+        """This rank's training batches as lists of indices (with `set_epoch(e)` and `__len__`), or None for the
+        engine's shuffled batches of `batch_size` (resbone.engine.data.build_train_batches)."""
+        return None
+
     def build_model(self, cfg, train_set) -> nn.Module:
         """The model, with MODEL.WEIGHT (or pretrained weights) loaded and its outputs fitted to `train_set`."""
         raise NotImplementedError

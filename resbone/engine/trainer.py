@@ -172,7 +172,8 @@ class Trainer(SimpleTrainer):
         self.model = self._training_model()
         self.data = build_train_batches(self.dataset, batch_size=self.batch_size, seed=cfg.SEED,
                                         collate_fn=self.task.collate, start_iter=self.start_iter,
-                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
+                                        num_workers=cfg.DATALOADER.NUM_WORKERS,
+                                        batch_sampler=self.task.batch_sampler(cfg, self.dataset, self.batch_size))
         self._hooks = []
         self.register_hooks(self.build_hooks())
         writer = next(h for h in self._hooks if isinstance(h, hooks.MetricsWriter))

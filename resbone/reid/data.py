@@ -118,3 +118,10 @@ class ReidImages(Dataset):
     @property
     def labels(self) -> list[int]:
         return [item.label for item in self.items]
+
+    @property
+    def class_names(self) -> list[str]:
+        """The training identities as 4-digit names, in label order (what a checkpoint records); [] outside
+        the training split."""
+        names = {item.label: f"{item.pid:04d}" for item in self.items if item.label >= 0}
+        return [names[label] for label in sorted(names)]

@@ -22,9 +22,12 @@ from PIL import Image, ImageDraw
 from resbone.models._checks import check_int
 from resbone.utils.files import atomic_write
 
-__all__ = ["generate_reid_set"]
+__all__ = ["REID_DEFAULTS", "generate_reid_set"]
 
 _MARKER = "resbone_reid_set.json"
+# the `make demo-reid` set (`resbone data reid`): 768 training images of 64 identities, 32 held-out identities
+REID_DEFAULTS = dict(train_ids=64, test_ids=32, cameras=4, per_camera=3, distractors=40, junk=20, size=(64, 32),
+                     seed=0)
 _PATTERNS = ("plain", "stripes", "checks")
 # well separated clothing colours (RGB); an identity's colour is one of them with a small jitter
 _PALETTE = np.array([(200, 30, 30), (30, 60, 200), (30, 160, 60), (230, 200, 40), (240, 240, 240), (30, 30, 30),

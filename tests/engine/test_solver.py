@@ -81,8 +81,23 @@ def test_adamw_step_is_the_decoupled_update():
     torch.testing.assert_close(model.bias.detach(), bias + 0.2 / (1 + 1e-8))
 
 
+def test_adam_step_adds_the_weight_decay_to_the_gradient():
+    cfg = _cfg("SOLVER.OPTIMIZER", "Adam", "SOLVER.WEIGHT_DECAY", "0.5", "SOLVER.WARMUP_ITERS", "0",
+               "SOLVER.BIAS_LR_FACTOR", "1.0")
+    model = nn.Linear(3, 2)
+    optimizer = build_optimizer(cfg, model)
+    assert type(optimizer) is torch.optim.Adam
+    model.weight.grad = torch.full_like(model.weight, 0.5)
+    weight = model.weight.detach().clone()
+    model.bias.grad = torch.zeros_like(model.bias)
+    optimizer.step()
+    # L2 (reid-strong-baseline's Adam): g' = g + wd * w, and the first step is lr * g' / (|g'| + eps)
+    grad = 0.5 + 0.5 * weight
+    torch.testing.assert_close(model.weight.detach(), weight - 0.1 * grad / (grad.abs() + 1e-8))
+
+
 @pytest.mark.parametrize("opts, message", [
-    (("SOLVER.OPTIMIZER", "Adam"), "SOLVER.OPTIMIZER must be one of 'SGD', 'AdamW'"),
+    (("SOLVER.OPTIMIZER", "Adagrad"), "SOLVER.OPTIMIZER must be one of 'SGD', 'AdamW', 'Adam'"),
     (("SOLVER.LR_SCHEDULER_NAME", "Cosine"), "SOLVER.LR_SCHEDULER_NAME must be one of"),
     (("SOLVER.BASE_LR_END", "0.5"), "SOLVER.BASE_LR_END must be in"),
 ])
