@@ -15,7 +15,7 @@ import torch.distributed as dist
 from resbone.utils.distributed import all_gather_object, barrier, get_rank, get_world_size, is_main_process, reduce_mean
 
 __all__ = ["init_distributed", "get_rank", "get_world_size", "is_main_process", "barrier",
-           "all_gather_object", "reduce_mean", "cleanup"]
+           "all_gather_object", "reduce_mean", "broadcast_buffers", "cleanup"]
 
 
 def init_distributed(device: str = "cpu") -> tuple[int, int]:
@@ -32,6 +32,15 @@ def init_distributed(device: str = "cpu") -> tuple[int, int]:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     return get_rank(), get_world_size()
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm statistics). DDP copies them at the start of each training
+    forward, so after the last step every rank holds its own; evaluated on its share of a test set, each rank
+    would score different weights from the ones the checkpoint (rank 0's) holds."""
+    if get_world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def cleanup() -> None:

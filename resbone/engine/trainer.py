@@ -158,6 +158,7 @@ class Trainer(SimpleTrainer):
                 hooks.PeriodicCheckpointer(self.output_dir, period=cfg.SOLVER.CHECKPOINT_PERIOD), self.eval_hook]
 
     def _evaluate(self) -> dict:
+        comm.broadcast_buffers(self.final_model)
         return self.task.evaluate(self.cfg, self.final_model, self.device, progress=bool(self.cfg.SOLVER.PROGRESS_BAR))
 
     # -- the loop

@@ -36,11 +36,6 @@ def gather_features(model: nn.Module, dataset, device: torch.device, *, batch_si
     the set's order; the model's mode is restored."""
     loader = build_test_loader(dataset, batch_size=batch_size, collate_fn=torch.utils.data.default_collate,
                                num_workers=num_workers)
-    if comm.get_world_size() > 1:
-        # DDP copies rank 0's BatchNorm statistics to the others at the start of each training forward, so after
-        # the last step every rank holds its own; the ranks embed with rank 0's (the weights the checkpoint holds)
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, src=0)
     was_training = model.training
     model.eval()
     try:
