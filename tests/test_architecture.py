@@ -185,8 +185,8 @@ def _dead_references() -> set[str]:
         for cited in set(re.findall(r"\bresbone(?:\.\w+)+", path.read_text())):
             if not _resolves(cited):
                 found.add(f"{relative}: {cited}")
-        for cited in set(re.findall(r"\b(?:tests|bench|configs|examples)/[\w/]+\.(?:py|yaml|sh)|\b[\w-]+\.md\b",
-                                    path.read_text())):
+        for cited in set(re.findall(r"\b(?:tests|bench|configs|examples|docs)/[\w/-]+\.(?:py|yaml|sh|md)"
+                                    r"|(?<![\w/-])[\w-]+\.md\b", path.read_text())):
             if not (ROOT.parent / cited).exists():
                 found.add(f"{relative}: {cited}")
     return found
