@@ -120,11 +120,18 @@ class FeatureInfo(list):
         return self.get("module", idx)
 
 
-def check_input(x: torch.Tensor, in_channels: int, network: str) -> None:
-    """A clear error for what would otherwise fail deep inside conv2d (wrapped for torch.fx: not traced;
-    skipped by TorchScript, which types its input already, so that fx-traced then scripted graphs compile)."""
+def check_input(x: torch.Tensor, in_channels: int, network: str, norm_stride: int = 0) -> None:
+    """A clear error for what would otherwise fail deep inside conv2d or batch_norm (wrapped for torch.fx: not
+    traced; skipped by TorchScript, which types its input already, so that fx-traced then scripted graphs
+    compile). `norm_stride`: the stride of the deepest map a BatchNorm in training mode normalises (0: none)."""
     if not torch.jit.is_scripting():
         _check_input(x, in_channels, network)
+        if norm_stride and x.shape[0] == 1 and x.shape[-2] <= norm_stride and x.shape[-1] <= norm_stride:
+            # padded convs round up: the map at stride s is ceil(H / s) x ceil(W / s), 1x1 up to s px
+            raise ValueError(
+                f"{network} in training mode got one image of {x.shape[-2]}x{x.shape[-1]} px, which gives a 1x1 map "
+                f"at stride {norm_stride}, where BatchNorm has one value per channel to normalise: the minimum is "
+                f"{norm_stride + 1} px on at least one side, or 2 images per batch, or eval mode (or norm_eval=True)")
 
 
 def _check_input(x: Any, in_channels: int, network: str) -> None:
@@ -203,16 +210,35 @@ class FreezableBackbone(nn.Module):
         tuple (mmdetection's), a list with features_only (timm's) or when scripted."""
         if self.has_head:
             return self.forward_head(self.forward_features(x))
-        check_input(x, self.in_channels, self.network)
+        check_input(x, self.in_channels, self.network, self._norm_stride(self.take[-1]))
         maps = self._forward_taps(x, self.take, self.take[-1])[1]
         if not torch.jit.is_scripting():
             if not self.features_only:
                 return tuple(maps)  # eager only: TorchScript has no variable-length tuple
         return maps
 
+    def _norm_stride(self, last: int) -> int:
+        """The stride of the deepest tap up to `last` whose module holds a BatchNorm in training mode; 0 in eval
+        mode (no cost there), under TorchScript and torch.compile."""
+        if self.training and not torch.jit.is_scripting():
+            if not torch.compiler.is_compiling():
+                return self._training_norm_stride(last)
+        return 0
+
+    @torch.jit.unused
+    def _training_norm_stride(self, last: int) -> int:
+        for tap in range(last, -1, -1):
+            try:
+                module = self.get_submodule(self.taps_info[tap]["module"])
+            except AttributeError:  # a stage prune_intermediate_layers removed
+                continue
+            if any(is_batch_norm(m) and m.training for m in module.modules()):
+                return int(self.taps_info[tap]["stride"])
+        return 0
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last map (N, C, H, W), before pooling."""
-        check_input(x, self.in_channels, self.network)
+        check_input(x, self.in_channels, self.network, self._norm_stride(self.final_tap))
         no_taps: List[int] = []
         return self._forward_taps(x, no_taps, self.final_tap)[0]
 
@@ -238,8 +264,9 @@ class FreezableBackbone(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt={output_fmt!r}: resbone's networks give 'NCHW' maps only")
         take = [self.timm_taps[i] for i in take_indices(len(self.timm_taps), indices)]
-        check_input(x, self.in_channels, self.network)
-        final, maps = self._forward_taps(x, take, take[-1] if stop_early else self.final_tap)
+        last = take[-1] if stop_early else self.final_tap
+        check_input(x, self.in_channels, self.network, self._norm_stride(last))
+        final, maps = self._forward_taps(x, take, last)
         return maps if intermediates_only else (final, maps)
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
