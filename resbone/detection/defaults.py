@@ -18,6 +18,7 @@ from yacs.config import CfgNode as CN
 
 from resbone.detection.data.shapes import SHAPES_DEFAULTS
 from resbone.engine.defaults import engine_cfg
+from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["TORCHVISION_FCOS_OVERRIDES", "detector_cfg", "leaf_keys", "require_keys"]
 
@@ -178,7 +179,7 @@ TORCHVISION_FCOS_OVERRIDES: dict[str, Any] = {
     },
     "INPUT": {
         "MIN_SIZE_TRAIN": (800,), "MAX_SIZE_TRAIN": 1333, "MIN_SIZE_TEST": 800, "MAX_SIZE_TEST": 1333,
-        "PIXEL_MEAN": [0.485, 0.456, 0.406], "PIXEL_STD": [0.229, 0.224, 0.225], "TO_BGR255": False,
+        "PIXEL_MEAN": list(IMAGENET_MEAN), "PIXEL_STD": list(IMAGENET_STD), "TO_BGR255": False,
     },
     "DATALOADER": {"SIZE_DIVISIBILITY": 32},
     "TEST": {"DETECTIONS_PER_IMG": 100},

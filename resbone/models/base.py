@@ -49,6 +49,7 @@ from torch import nn
 
 from resbone.layers.norm import is_batch_norm
 from resbone.layers.pool import GlobalPool2d, check_pool_type
+from resbone.utils.checks import is_int
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FeatureInfo", "FreezableBackbone", "check_input", "pretrained_cfg",
            "take_indices"]
@@ -72,7 +73,7 @@ def take_indices(num_points: int, indices: int | Sequence[int] | None, what: str
     (negative ones count from the end), as absolute indices in increasing order."""
     if indices is None:
         return list(range(num_points))
-    if isinstance(indices, int) and not isinstance(indices, bool):
+    if is_int(indices):
         if not 0 < indices <= num_points:
             raise ValueError(f"{what}={indices} asks for the last {indices} maps; allowed: 1..{num_points}")
         return list(range(num_points - indices, num_points))
@@ -81,7 +82,7 @@ def take_indices(num_points: int, indices: int | Sequence[int] | None, what: str
                         f"0..{num_points - 1} (timm's numbering), got {indices!r}")
     taken = []
     for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -num_points <= i < num_points:
+        if not is_int(i) or not -num_points <= i < num_points:
             raise ValueError(f"{what}={tuple(indices)!r}: {i!r} is not a feature index; allowed: 0..{num_points - 1} "
                              f"(timm's numbering) or -{num_points}..-1")
         taken.append(i % num_points)
@@ -332,7 +333,7 @@ class FreezableBackbone(nn.Module):
         if not self.has_head:
             raise ValueError(f"{type(self).__name__} was built as a backbone (num_classes=None), so it has no "
                              f"classifier to reset; build it with num_classes={num_classes} instead")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        if not is_int(num_classes) or num_classes < 0:
             raise ValueError(f"num_classes must be 0 (no classifier) or a positive int, got {num_classes!r}")
         if global_pool is not None:
             self.global_pool = GlobalPool2d(check_pool_type(global_pool)).train(self.training)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from resbone.factory import create_model
 from resbone.models.base import FreezableBackbone
-from resbone.models.registry import create_model
 
 # (model, its overrides, input side at which the deepest BatchNorm sees 1x1, the stride there)
 CASES = [("resnet50", {}, 32, 32), ("resnet18", {}, 32, 32), ("resnet50d", {}, 32, 32),
