@@ -36,8 +36,11 @@ does not build.
 
 Freezing as mmdetection's backbones: `frozen_stages` sets requires_grad False AND eval mode (BN statistics
 stay put), `norm_eval` keeps every BatchNorm in eval mode; every `train()` re-applies both and returns self.
+In training mode, one image so small that a BatchNorm would normalise a 1x1 map (torch: 'Expected more than 1
+value per channel') is a ValueError naming its size and the minimum, as the FCOS detector's; eval mode skips it.
 Reference tests: tests/models/test_timm_api.py, test_timm_numbering.py (timm's resnet50 / mobilenetv2_100,
-FeatureListNet), tests/models/test_torchscript.py, tests/timm_suite/test_timm_model_tests.py (timm's own tests).
+FeatureListNet), tests/models/test_torchscript.py, tests/timm_suite/test_timm_model_tests.py (timm's own tests),
+tests/models/test_small_input.py (the minimum, where torch itself fails).
 """
 # no `from __future__ import annotations` here: torch.fx copies forward's annotations into the code of the graphs
 # it traces, which TorchScript then compiles; strings there ('torch.Tensor') do not compile
