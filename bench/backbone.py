@@ -45,7 +45,7 @@ def build_models(arch: str, device: torch.device, channels_last: bool) -> dict[s
     import timm
     import torchvision
 
-    from resbone.models.registry import create_model
+    from resbone.factory import create_model
 
     torch.manual_seed(0)
     reference = getattr(torchvision.models, arch)()

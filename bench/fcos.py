@@ -122,7 +122,7 @@ class DenseNetwork(nn.Module):
         self.detector = detector
 
     def forward(self, batch: torch.Tensor):
-        return self.detector.forward_head(batch)
+        return self.detector.forward_network(batch)
 
 
 def flops(detector: nn.Module, batch: int, size: int) -> float:

@@ -93,12 +93,12 @@ def fcos_network_steps(models: dict[str, nn.Module], images: list[torch.Tensor],
             features = list(theirs.backbone(batch).values())
             return theirs.head(features)
 
-    steps = {"torchvision eager": torchvision_network, "resbone eager": int8_step(ours.forward_head, "x86", batch)}
+    steps = {"torchvision eager": torchvision_network, "resbone eager": int8_step(ours.forward_network, "x86", batch)}
     calib = [list(images)] + [[torch.rand(im.shape, generator=torch.Generator().manual_seed(i)) for im in images]
                               for i in range(batches - 1)]
     for engine in engines():
         int8 = quantize(ours, calib, backend=engine)  # a copy, the network int8
-        steps[f"resbone int8 ({engine})"] = int8_step(int8.forward_head, engine, batch)
+        steps[f"resbone int8 ({engine})"] = int8_step(int8.forward_network, engine, batch)
     return steps
 
 

@@ -20,7 +20,9 @@ from torch import nn
 
 from resbone.layers.conv import check_dcn
 from resbone.models.mobilenetv2 import MobileNetV2
-from resbone.models.resnet import ResNet
+from resbone.models.resnet import ARCH_SETTINGS, Bottleneck, ResNet
+from resbone.models.variants import RESNEXT_32X4D
+from resbone.utils.checks import is_int
 
 __all__ = ["MMDET_TYPES", "build_backbone"]
 
@@ -51,7 +53,7 @@ _MMPRETRAIN_RESNET_DEFAULTS: dict[str, Any] = dict(
     strides=(1, 2, 2, 2), dilations=(1, 1, 1, 1), out_indices=(3,), style="pytorch", deep_stem=False, avg_down=False,
     frozen_stages=-1, conv_cfg=None, norm_cfg=dict(type="BN", requires_grad=True), norm_eval=False, with_cp=False,
     zero_init_residual=True, init_cfg=None, drop_path_rate=0.0)
-_RESNEXT_32X4D = dict(groups=32, width_per_group=4)
+_RESNEXT_32X4D = dict(groups=RESNEXT_32X4D["groups"], width_per_group=RESNEXT_32X4D["base_width"])
 MMPRETRAIN_TYPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "ResNet": (_MMPRETRAIN_RESNET_DEFAULTS, {}),
     "ResNetV1c": (_MMPRETRAIN_RESNET_DEFAULTS, dict(deep_stem=True, avg_down=False)),
@@ -62,7 +64,8 @@ MMPRETRAIN_TYPES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "MobileNetV2": (dict(_MMDET_MOBILENET_DEFAULTS, out_indices=(7,)), {}),
 }
 _SCOPES = {"mmdet": MMDET_TYPES, "mmpretrain": MMPRETRAIN_TYPES}
-_BOTTLENECK_ONLY = ("ResNeXt", "SEResNet", "SEResNeXt")  # mmpretrain's arch_settings: depth 50/101/152
+_BOTTLENECK_ONLY = ("ResNeXt", "SEResNet", "SEResNeXt")  # mmpretrain's arch_settings: the Bottleneck depths
+_BOTTLENECK_DEPTHS = [depth for depth, (block, _) in ARCH_SETTINGS.items() if block is Bottleneck]
 _PLAIN_CONV_TYPES = ("Conv", "Conv2d")
 _INIT_TYPES_IGNORED = ("Kaiming", "Constant", "Normal", "Xavier", "Uniform", "TruncNormal")
 
@@ -165,9 +168,9 @@ def build_backbone(cfg: Mapping[str, Any], *, scope: str | None = None, load_pre
 def _resnet(kind: str, options: dict[str, Any]) -> ResNet:
     depth = options.pop("depth")
     if depth is None:
-        raise KeyError(f"{kind} needs depth (one of 18, 34, 50, 101, 152)")
-    if kind in _BOTTLENECK_ONLY and depth not in (50, 101, 152):
-        raise KeyError(f"invalid depth {depth!r} for {kind}; allowed: [50, 101, 152]")
+        raise KeyError(f"{kind} needs depth (one of {', '.join(map(str, sorted(ARCH_SETTINGS)))})")
+    if kind in _BOTTLENECK_ONLY and depth not in _BOTTLENECK_DEPTHS:
+        raise KeyError(f"invalid depth {depth!r} for {kind}; allowed: {_BOTTLENECK_DEPTHS}")
     if "width_per_group" in options:  # mmpretrain's spelling of ResNeXt's base_width
         options["base_width"] = options.pop("width_per_group")
     if kind in ("ResNeXt", "SEResNeXt") and options["groups"] == 1:
@@ -175,9 +178,11 @@ def _resnet(kind: str, options: dict[str, Any]) -> ResNet:
     if "se_ratio" in options:  # mmpretrain's SELayer: 1x1 convs with bias, channels // se_ratio rounded to 8
         options["se"] = dict(reduction=options.pop("se_ratio"), divisor=8)
     expansion = options.pop("expansion", None)
-    if expansion not in (None, 1 if depth in (18, 34) else 4):
-        raise ValueError(f"{kind} expansion={expansion!r} is not supported; resbone's blocks expand by "
-                         f"{1 if depth in (18, 34) else 4} at depth {depth} (leave expansion=None)")
+    if expansion is not None and is_int(depth) and depth in ARCH_SETTINGS:  # a bad depth: ResNet names it
+        block = ARCH_SETTINGS[depth][0]
+        if expansion != block.expansion:
+            raise ValueError(f"{kind} expansion={expansion!r} is not supported; resbone's blocks expand by "
+                             f"{block.expansion} at depth {depth} (leave expansion=None)")
     drop_path_rate = options.pop("drop_path_rate", 0.0)
     if drop_path_rate:
         raise ValueError(f"{kind} drop_path_rate={drop_path_rate!r} is not supported (stochastic depth); only 0.0")

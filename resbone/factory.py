@@ -36,7 +36,8 @@ def create_model(name: str, pretrained: bool | str = False, *,
     progress: show a progress bar while downloading.
     features_only=True (timm's): a backbone whose forward returns a list with the maps of `out_indices` in timm's
     numbering (ResNet: 0 = the stem, 1..4 = layer1..layer4; None = all), whose feature_info answers channels() /
-    reduction() / module_name(); resbone.models.registry.create_model says the rest (feature_cls, device, dtype)."""
+    reduction() / module_name(); resbone.models.registry.build_registered_model says the rest (feature_cls,
+    device, dtype)."""
     if not isinstance(pretrained, (bool, str)):
         raise TypeError(f"pretrained must be True, False or a tag such as 'tv_in1k', got {pretrained!r}")
     if overrides.get("weights") is not None:  # torchvision's resnet50(weights=ResNet50_Weights.IMAGENET1K_V2)
@@ -52,7 +53,7 @@ def create_model(name: str, pretrained: bool | str = False, *,
             raise ValueError(f"give pretrained={pretrained!r} or checkpoint={checkpoint!r}, not both")
         weights = get_weights(name, tag or None)
         overrides = {**weights.model_kwargs, **overrides}
-    model = registry.create_model(name, features_only=features_only, out_indices=out_indices, **overrides)
+    model = registry.build_registered_model(name, features_only=features_only, out_indices=out_indices, **overrides)
     if pretrained:
         checkpoint = resolve(weights, progress=progress)
     if checkpoint is not None:

@@ -7,9 +7,10 @@ tests/classification/test_task.py and tests/reid/test_cli.py.
 """
 from __future__ import annotations
 
-import difflib
 from types import SimpleNamespace
 from typing import Iterable
+
+from resbone.utils.checks import close_matches
 
 __all__ = ["TASKS", "get_task", "load_cfg", "task_name"]
 
@@ -27,7 +28,7 @@ def task_name(path: str | None = None, opts: Iterable[str] = ()) -> str:
         if key == "TASK":
             name = value
     if name not in TASKS:
-        close = difflib.get_close_matches(str(name), TASKS, n=1)
+        close = close_matches(name, TASKS, n=1)
         raise ValueError(f"TASK {name!r} is not a task resbone trains; choose one of {', '.join(TASKS)}"
                          + (f" (did you mean {close[0]!r}?)" if close else ""))
     return name

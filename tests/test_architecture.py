@@ -7,6 +7,8 @@
 - No import cycle between resbone's modules, inside a package either.
 - Files stay under 400 lines and functions under 60.
 - Every test file or document a docstring or comment cites exists in the repository.
+- One fact, one place (issue 22): the facts and checks that used to be written several times each have one
+  home, and their old spellings appear nowhere else.
 """
 from __future__ import annotations
 
@@ -185,8 +187,8 @@ def _dead_references() -> set[str]:
         for cited in set(re.findall(r"\bresbone(?:\.\w+)+", path.read_text())):
             if not _resolves(cited):
                 found.add(f"{relative}: {cited}")
-        for cited in set(re.findall(r"\b(?:tests|bench|configs|examples)/[\w/]+\.(?:py|yaml|sh)|\b[\w-]+\.md\b",
-                                    path.read_text())):
+        for cited in set(re.findall(r"\b(?:tests|bench|configs|examples|docs)/[\w/-]+\.(?:py|yaml|sh|md)"
+                                    r"|(?<![\w/-])[\w-]+\.md\b", path.read_text())):
             if not (ROOT.parent / cited).exists():
                 found.add(f"{relative}: {cited}")
     return found
@@ -211,3 +213,29 @@ def test_cited_files_exist():
     dead = _dead_references()
     assert dead - KNOWN_DEAD_REFERENCES == set(), "docstrings or comments cite files the repository does not have"
     assert KNOWN_DEAD_REFERENCES - dead == set(), "KNOWN_DEAD_REFERENCES entries that are gone: remove them"
+
+
+# (what, a pattern of its old spellings, the one file allowed to hold it) - issue 22's duplicates
+ONE_PLACE = [
+    ("the BasicBlock depths", r"\(18, 34\)", "resbone/models/resnet.py"),
+    ("the int-but-not-bool check", r"isinstance\([^()]+, bool\) or not isinstance\([^()]+, int\)"
+                                   r"|isinstance\([^()]+, int\) and not isinstance\([^()]+, bool\)"
+                                   r"|not isinstance\([^()]+, int\) or isinstance\([^()]+, bool\)",
+     "resbone/utils/checks.py"),
+    ("close-name suggestions", r"get_close_matches", "resbone/utils/checks.py"),
+    ("ImageNet's mean and std", r"0\.485, 0\.456, 0\.406|0\.229, 0\.224, 0\.225", "resbone/models/base.py"),
+    ("ResNeXt 32x4d", r"groups=32, (base_width|width_per_group)=4|\"groups\": 32", "resbone/models/variants.py"),
+    ("MobileNetV2's block counts", r"1, 2, 3, 4, 3, 3, 1", "resbone/models/mobilenetv2.py"),
+    ("the IoU-loss check", r"IOU_LOSS_TYPE must be", "resbone/detection/fcos.py"),
+    # timm's pool + classifier on a backbone; the detector's network is forward_network
+    ("forward_head", r"\bforward_head\b", "resbone/models/base.py"),
+    ("create_model's definition", r"def create_model\b", "resbone/factory.py"),
+    ("the network patching of compile / channels_last", r"setattr\(model, method", "resbone/deploy/inference.py"),
+]
+
+
+@pytest.mark.parametrize("what, pattern, home", ONE_PLACE, ids=[entry[0] for entry in ONE_PLACE])
+def test_one_fact_one_place(what, pattern, home):
+    holders = sorted(str(path.relative_to(ROOT.parent)) for path in ROOT.rglob("*.py")
+                     if re.search(pattern, path.read_text()))
+    assert holders in ([home], []), f"{what} is written in {holders}; it belongs in {home} only"

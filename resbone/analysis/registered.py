@@ -4,27 +4,28 @@ the messages and that a meta-built model gives torchvision's published counts).
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from resbone.models.registry import create_model, is_model, list_models
+from resbone.models.registry import build_registered_model, is_model, list_models
+from resbone.utils.checks import did_you_mean
 
 __all__ = ["analyse_by_name", "close_names", "create_meta_model", "matching_models"]
 
 
 def create_meta_model(name: str, **kwargs: Any) -> nn.Module:
-    """`create_model(name, **kwargs)` on the meta device (shapes only), with errors that suggest names.
+    """`build_registered_model(name, **kwargs)` on the meta device (shapes only), with errors that suggest
+    names.
     Falls back to the CPU for a model whose construction needs real tensors."""
     if not is_model(name):
         raise KeyError(f"unknown model {name!r}; {close_names(name, list_models())} "
                        f"(`resbone list` shows all {len(list_models())})")
     try:
         with torch.device("meta"):
-            return create_model(name, **kwargs)
+            return build_registered_model(name, **kwargs)
     except TypeError as error:
         named = [k for k in kwargs if f"'{k}'" in str(error)]
         if named and "multiple values" in str(error):
@@ -38,7 +39,7 @@ def create_meta_model(name: str, **kwargs: Any) -> nn.Module:
             raise TypeError(f"{name} has no argument {bad[0]!r}; {close_names(bad[0], allowed)}") from error
         raise
     except (NotImplementedError, RuntimeError):
-        return create_model(name, **kwargs)
+        return build_registered_model(name, **kwargs)
 
 
 def analyse_by_name(name: str, kwargs: dict[str, Any], analyse: Callable[[nn.Module], Any]) -> Any:
@@ -49,7 +50,7 @@ def analyse_by_name(name: str, kwargs: dict[str, Any], analyse: Callable[[nn.Mod
     except NotImplementedError:
         if next(iter(model.parameters()), torch.empty(0)).device.type != "meta":
             raise
-    return analyse(create_model(name, **kwargs))
+    return analyse(build_registered_model(name, **kwargs))
 
 
 def matching_models(pattern: str = "*") -> list[str]:
@@ -63,7 +64,7 @@ def matching_models(pattern: str = "*") -> list[str]:
 def _model_arguments(name: str) -> list[str]:
     try:
         with torch.device("meta"):
-            model = create_model(name)
+            model = build_registered_model(name)
     except Exception:  # noqa: BLE001  (only used to phrase a better error message)
         return []
     return [p for p in inspect.signature(type(model).__init__).parameters if p not in ("self", "args", "kwargs")]
@@ -71,7 +72,7 @@ def _model_arguments(name: str) -> list[str]:
 
 def close_names(name: str, choices: Iterable[str]) -> str:
     choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=5, cutoff=0.5)
-    if close:
-        return "did you mean " + ", ".join(close) + "?"
+    hint = did_you_mean(name, choices, n=5, cutoff=0.5)
+    if hint:
+        return hint
     return "choose from " + ", ".join(choices[:8]) + (f", ... ({len(choices)} in all)" if len(choices) > 8 else "")

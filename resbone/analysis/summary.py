@@ -20,6 +20,7 @@ from resbone.analysis.stages import StageGroup, finish_groups, main_tensor, stag
 from resbone.analysis.table import ModelSummary, StageSummary, format_table
 from resbone.analysis.trace import Tracer, run_traced
 from resbone.models.registry import list_models
+from resbone.utils.checks import is_int
 
 __all__ = ["ModelSummary", "StageSummary", "count_macs", "count_params", "create_meta_model", "format_table",
            "matching_models", "model_table_markdown", "receptive_field", "summarize"]
@@ -150,7 +151,7 @@ def _keep_output(store: dict, name: str):
 
 def _check_size(input_size: Sequence[int]) -> tuple[int, int]:
     size = tuple(input_size) if isinstance(input_size, (list, tuple)) else (input_size, input_size)
-    if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+    if len(size) != 2 or not all(is_int(v) and v > 0 for v in size):
         raise ValueError(f"input_size must be two positive integers (H, W), got {input_size!r}")
     return size  # type: ignore[return-value]
 

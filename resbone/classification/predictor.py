@@ -24,6 +24,7 @@ from resbone.engine.accelerate import accelerate_model
 from resbone.engine.checkpoint import check_weights_file, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import font, save_png, side_by_side
+from resbone.utils.checks import is_int
 
 __all__ = ["EvalResults", "Predictions", "load_classifier", "evaluate_weights", "predict_images",
            "draw_validation_grid"]
@@ -135,7 +136,7 @@ def predict_images(cfg, weights: str, images: Sequence[str], out_dir: str, *, to
                    allow_missing: bool = False, threads: int | None = None) -> Predictions:
     """The `topk` classes of each image (files, or folders searched recursively) and their drawing in one
     `out_dir`/predictions.png grid."""
-    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+    if not is_int(topk) or topk < 1:
         raise ValueError(f"topk must be a positive integer, got {topk!r}")
     files = _image_files(images)
     device = start_process(cfg, threads=threads)

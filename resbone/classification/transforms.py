@@ -15,6 +15,8 @@ from typing import Any, Callable
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
+from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["data_settings", "build_train_transform", "build_eval_transform", "build_batch_mix", "MixCollate"]
 
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
@@ -27,8 +29,8 @@ def data_settings(cfg, pretrained_cfg: dict[str, Any]) -> dict[str, Any]:
     size = cfg.INPUT.SIZE or default_size
     return dict(size=size, test_size=cfg.INPUT.TEST_SIZE or size,
                 crop_pct=cfg.INPUT.CROP_PCT or float(pretrained_cfg.get("crop_pct", 0.875)),
-                mean=tuple(cfg.INPUT.MEAN or pretrained_cfg.get("mean", (0.485, 0.456, 0.406))),
-                std=tuple(cfg.INPUT.STD or pretrained_cfg.get("std", (0.229, 0.224, 0.225))),
+                mean=tuple(cfg.INPUT.MEAN or pretrained_cfg.get("mean", IMAGENET_MEAN)),
+                std=tuple(cfg.INPUT.STD or pretrained_cfg.get("std", IMAGENET_STD)),
                 interpolation=cfg.INPUT.INTERPOLATION or pretrained_cfg.get("interpolation", "bilinear"))
 
 

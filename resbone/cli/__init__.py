@@ -225,9 +225,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     state_dict = load_state_dict_file(args.input)
     model = None
     if args.arch is not None:
-        from resbone.models.registry import create_model
+        from resbone.models.registry import build_registered_model
 
-        model = create_model(args.arch, **_parse_model_overrides(args.set))
+        model = build_registered_model(args.arch, **_parse_model_overrides(args.set))
     src = detect_dialect(state_dict, model=model) if args.src == "auto" else resolve_dialect(args.src)
     options = _convert_options(args, src, dst)
     out = convert_state_dict(state_dict, src, dst, model=model, allow_nonfinite=args.allow_nonfinite, **options)

@@ -12,6 +12,8 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from resbone.models.mobilenetv2 import INVERTED_RESIDUAL_SETTING
+
 StateDict = dict[str, torch.Tensor]
 
 _STAT = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
@@ -42,9 +44,9 @@ TORCHVISION_BODY_KEY = re.compile(
     rf"(conv1|bn1|fc|layer\d+\.\d+\.(conv[123]|bn[123]|downsample\.[01]))\.{_STAT}$"
     rf"|features\.\d+\.(\d+\.|conv\.\d+\.(\d+\.)?){_STAT}$|classifier\.1\.(weight|bias)$")
 
-# MobileNetV2 stage depths (torchvision's inverted_residual_setting `n` column); every other
-# ecosystem numbers the same 17 blocks as (stage, block).
-MBV2_DEPTHS = (1, 2, 3, 4, 3, 3, 1)
+# MobileNetV2 stage depths (the `n` column of the paper's Table 2); every other ecosystem numbers the same
+# 17 blocks as (stage, block).
+MBV2_DEPTHS = tuple(n for _, _, n, _ in INVERTED_RESIDUAL_SETTING)
 MBV2_FEATURE = {(stage, block): 1 + sum(MBV2_DEPTHS[:stage]) + block
                 for stage, depth in enumerate(MBV2_DEPTHS) for block in range(depth)}
 MBV2_BLOCK = {index: stage_block for stage_block, index in MBV2_FEATURE.items()}

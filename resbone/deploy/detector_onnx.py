@@ -55,7 +55,7 @@ class DetectorGraph(nn.Module):
         self.register_buffer("pixel_mean", transform.pixel_mean.detach().float().reshape(1, 3, 1, 1).clone())
         self.register_buffer("pixel_std", transform.pixel_std.detach().float().reshape(1, 3, 1, 1).clone())
         with torch.no_grad():
-            logits = detector.forward_head(torch.zeros(1, 3, *self.input_size,
+            logits = detector.forward_network(torch.zeros(1, 3, *self.input_size,
                                                        device=self.pixel_mean.device))[0]
         self.level_sizes = [int(o.shape[-2] * o.shape[-1]) for o in logits]
         self.num_classes = int(logits[0].shape[1])
@@ -83,7 +83,7 @@ class DetectorGraph(nn.Module):
         rows = torch.arange(height, device=x.device)[None, :] < sizes[:, :1]  # [N, H]
         cols = torch.arange(width, device=x.device)[None, :] < sizes[:, 1:]  # [N, W]
         x = x * (rows[:, None, :, None] & cols[:, None, None, :]).to(x.dtype)
-        logits, regression, centerness = self.detector.forward_head(x)
+        logits, regression, centerness = self.detector.forward_network(x)
 
         def flat(outputs):  # per level [N, ch, h, w] -> [N, P, ch]
             return torch.cat([o.float().flatten(2) for o in outputs], dim=2).transpose(1, 2)

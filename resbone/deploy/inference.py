@@ -9,29 +9,47 @@ under torch.no_grad / torch.inference_mode, which is how inference runs.
 
 A detector (resbone.detection.detector.FCOS: a list of images in, a list of dicts out) keeps its
 data-dependent parts eager: the resizing transform, the target assignment and the post-processing (a
-varying number of boxes, NMS). What gets compiled is its `forward_head`, the dense network between them
+varying number of boxes, NMS). What gets compiled is its `forward_network`, the dense network between them
 (backbone, FPN, head), as one graph. Reference tests: tests/deploy/test_inference.py (outputs and
 detections equal to the eager model's).
 """
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 from torch import nn
 
 from resbone.deploy.fuse import fuse_conv_norm
 
-__all__ = ["compile_model", "is_detector", "prepare_for_inference"]
+__all__ = ["NETWORK_METHOD", "compile_model", "is_detector", "prepare_for_inference", "replace_network"]
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# the method that runs a detector's dense network (resbone.detection.detector.FCOS); a classifier's is "forward"
+NETWORK_METHOD = "forward_network"
 
 
 def is_detector(model: nn.Module) -> bool:
     """True for a model with the detector calling convention: a `transform` module that batches a list of
-    images and a `forward_head(batch)` that runs the dense network (resbone.detection.detector.FCOS)."""
-    return callable(getattr(model, "forward_head", None)) and isinstance(getattr(model, "transform", None),
-                                                                          nn.Module)
+    images and a `forward_network(batch)` that runs the dense network (resbone.detection.detector.FCOS)."""
+    return callable(getattr(model, NETWORK_METHOD, None)) and isinstance(getattr(model, "transform", None),
+                                                                         nn.Module)
+
+
+def replace_network(model: nn.Module, wrap: Callable[[Callable], Callable], *,
+                    method: str = NETWORK_METHOD) -> nn.Module:
+    """Make `model.<method>` (the network: a detector's forward_network, a classifier's forward) what
+    `wrap(network)` returns, on the instance, in place; returns the model. The one place resbone patches a
+    network (torch.compile, channels_last): an instance attribute shadows the method, so the model's class and
+    its state_dict names stay (no `_orig_mod.`) and the model's own forward calls the wrapped network."""
+    network = getattr(model, method, None)
+    if not callable(network):
+        raise TypeError(f"{type(model).__name__} has no {method}(batch) method; compile / channels_last apply to "
+                        f"a model's network method: a detector's {NETWORK_METHOD} (resbone.detection.detector.FCOS), "
+                        "a classifier's forward")
+    setattr(model, method, wrap(network))
+    return model
 
 
 def compile_options(mode: str = "default", *, freezing: bool = True) -> dict:
@@ -46,13 +64,11 @@ def compile_options(mode: str = "default", *, freezing: bool = True) -> dict:
 
 def compile_model(model: nn.Module, *, mode: str = "default", freezing: bool = True,
                   dynamic: bool | None = None) -> nn.Module:
-    """torch.compile the dense part of `model`, in place for a detector (its `forward_head`); returns what to
+    """torch.compile the dense part of `model`, in place for a detector (its `forward_network`); returns what to
     call: the compiled module for a backbone or classifier, the detector itself for a detector."""
     options = compile_options(mode, freezing=freezing)
     if is_detector(model):
-        # an instance attribute shadows the method: the detector's forward calls the compiled graph
-        model.forward_head = torch.compile(model.forward_head, options=options, dynamic=dynamic)
-        return model
+        return replace_network(model, lambda network: torch.compile(network, options=options, dynamic=dynamic))
     return torch.compile(model, options=options, dynamic=dynamic)
 
 

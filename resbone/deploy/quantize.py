@@ -108,7 +108,7 @@ class _LevelHead(nn.Module):
 
 class DetectorNetwork(nn.Module):
     """The dense part of an FCOS detector as one module: a normalized batch -> (logits, regression,
-    centerness) lists over the pyramid levels, what the detector's `forward_head` returns; the shared head
+    centerness) lists over the pyramid levels, what the detector's `forward_network` returns; the shared head
     is unrolled into one copy per level (same weights) for quantization."""
 
     def __init__(self, detector: nn.Module):
@@ -269,7 +269,7 @@ def quantize(model: nn.Module, calibration: Any, *, backend: str = "x86",
     (batches, labels) pairs); for a detector, lists of images [3, H, W] in 0..1 as it takes them. At most
     `max_batches` are observed. backend: 'x86' (default), 'fbgemm', 'onednn', 'qnnpack' or 'auto'
     (`default_backend()`); it also becomes torch.backends.quantized.engine, which must stay the same while
-    the int8 model runs. A detector comes back whole (resizing and NMS float, `forward_head` int8)."""
+    the int8 model runs. A detector comes back whole (resizing and NMS float, `forward_network` int8)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize expects an nn.Module, got {type(model).__name__}")
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
@@ -283,9 +283,9 @@ def quantize(model: nn.Module, calibration: Any, *, backend: str = "x86",
 def quantize_detector(detector: nn.Module, calibration: Any, *, backend: str = "x86",
                       max_batches: int | None = None) -> nn.Module:
     """A copy of an FCOS detector whose network (backbone, FPN, head) is int8; resizing, normalization,
-    location decoding and NMS stay float. `detector.forward_head` is the int8 graph module."""
+    location decoding and NMS stay float. `detector.forward_network` is the int8 graph module."""
     if not is_detector(detector):
-        raise TypeError(f"quantize_detector expects an FCOS detector (a `transform` and a `forward_head`), got "
+        raise TypeError(f"quantize_detector expects an FCOS detector (a `transform` and a `forward_network`), got "
                         f"{type(detector).__name__}")
     backend = _check_backend(backend)
     detector = copy.deepcopy(detector).eval()
@@ -296,10 +296,10 @@ def quantize_detector(detector: nn.Module, calibration: Any, *, backend: str = "
 
 def attach_network(detector: nn.Module, network: nn.Module) -> nn.Module:
     """Make `network` (an int8 graph module, or one loaded back with torch.jit.load) the detector's
-    `forward_head`, in place; registered as the submodule `int8_network` so that .eval() / .to() reach it."""
+    `forward_network`, in place; registered as the submodule `int8_network` so that .eval() / .to() reach it."""
     detector.int8_network = network
     # an instance attribute shadows the method (nn.Module.__setattr__ would only register the submodule)
-    object.__setattr__(detector, "forward_head", network)
+    object.__setattr__(detector, "forward_network", network)
     return detector
 
 

@@ -17,7 +17,8 @@ from torch import nn
 
 from resbone.detection.defaults import require_keys
 from resbone.models.mobilenetv2 import STAGE_ENDS, MobileNetV2
-from resbone.models.resnet import ResNet
+from resbone.models.resnet import ARCH_SETTINGS, ResNet
+from resbone.utils.checks import check_int, is_int
 
 __all__ = ["FCOS_CONV_BODIES", "build_fcos_backbone"]
 
@@ -85,8 +86,7 @@ def _fcos_mobilenet(freeze_at: int, out_indices: tuple[int, ...]) -> MobileNetV2
 def _fcos_dcn(resnets: Mapping[str, Any], num_stages: int) -> tuple[dict | None, tuple[bool, ...]]:
     stage_with_dcn = _fcos_bool_list("MODEL.RESNETS.STAGE_WITH_DCN", resnets["STAGE_WITH_DCN"], 4)[:num_stages]
     deform_groups = resnets["DEFORMABLE_GROUPS"]
-    if isinstance(deform_groups, bool) or not isinstance(deform_groups, int) or deform_groups < 1:
-        raise ValueError(f"MODEL.RESNETS.DEFORMABLE_GROUPS must be a positive int, got {deform_groups!r}")
+    check_int("MODEL.RESNETS.DEFORMABLE_GROUPS", deform_groups)
     if not any(stage_with_dcn):
         return None, stage_with_dcn
     return dict(type="DCNv2" if resnets["WITH_MODULATED_DCN"] else "DCN", deform_groups=deform_groups), stage_with_dcn
@@ -107,7 +107,7 @@ def build_fcos_backbone(cfg: Mapping[str, Any]) -> nn.Module:
         raise KeyError(f"MODEL.BACKBONE.CONV_BODY {body!r} is not supported; allowed: {sorted(FCOS_CONV_BODIES)}")
     depth, num_stages, out_indices = FCOS_CONV_BODIES[body]
     freeze_at = backbone["FREEZE_CONV_BODY_AT"]
-    if isinstance(freeze_at, bool) or not isinstance(freeze_at, int) or freeze_at < 0:
+    if not is_int(freeze_at) or freeze_at < 0:
         raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT must be an int >= 0 (2 = stem + layer1), "
                          f"got {freeze_at!r}")
     if depth == "MNV2":
@@ -116,9 +116,8 @@ def build_fcos_backbone(cfg: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"MODEL.BACKBONE.FREEZE_CONV_BODY_AT={freeze_at} exceeds the {num_stages} stages + stem "
                          f"of {body!r}; allowed 0..{num_stages + 1}")
     res2 = resnets["RES2_OUT_CHANNELS"]
-    if isinstance(res2, bool) or not isinstance(res2, int) or res2 < 1:
-        raise ValueError(f"MODEL.RESNETS.RES2_OUT_CHANNELS must be a positive int, got {res2!r}")
-    if depth in (18, 34):
+    check_int("MODEL.RESNETS.RES2_OUT_CHANNELS", res2)
+    if ARCH_SETTINGS[depth][0].expansion == 1:
         # BasicBlock bodies: res2 has RES2_OUT_CHANNELS channels and every later stage doubles it, as in
         # maskrcnn-benchmark (stage i: RES2_OUT_CHANNELS * 2**i); 64 is torchvision's ResNet-18/34.
         if res2 % 8:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Iterable
 
+from resbone.detection.compat import warn_compat_keys
 from resbone.detection.defaults import detector_cfg
 from resbone.detection.fcos import IOU_LOSS_TYPES
 from resbone.engine.config import CfgNode, check_values, load_config
@@ -26,8 +27,11 @@ def get_cfg() -> CfgNode:
 
 
 def check_detection_cfg(cfg: CfgNode) -> None:
-    """FCOS's keys whose choices or ranges are known here; the model's own keys are checked by build_detector."""
+    """FCOS's keys whose choices or ranges are known here (the model's own keys are checked by build_detector);
+    one warning per key that resbone accepts from FCOS but never reads, set to other than its default
+    (resbone.detection.compat)."""
     check_values(cfg, _CHOICES, _RANGES)
+    warn_compat_keys(cfg)
 
 
 def load_cfg(path: str | None = None, opts: Iterable[str] = (), *, freeze: bool = True) -> CfgNode:

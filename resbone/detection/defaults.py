@@ -18,8 +18,9 @@ from yacs.config import CfgNode as CN
 
 from resbone.detection.data.shapes import SHAPES_DEFAULTS
 from resbone.engine.defaults import engine_cfg
+from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["TORCHVISION_FCOS_OVERRIDES", "detector_cfg", "require_keys"]
+__all__ = ["TORCHVISION_FCOS_OVERRIDES", "detector_cfg", "leaf_keys", "require_keys"]
 
 # ---- FCOS's keys (fcos_core/config/defaults.py), in its order, over the engine's (SOLVER, TEST, DEVICE, ...) ---
 _C = engine_cfg()
@@ -64,7 +65,8 @@ _C.MODEL.GROUP_NORM.NUM_GROUPS = 32
 _C.MODEL.GROUP_NORM.EPSILON = 1e-5
 
 # The two-stage detectors' sections: resbone's FCOS never reads them; they exist so that FCOS's and
-# maskrcnn-benchmark's YAML files load unchanged.
+# maskrcnn-benchmark's YAML files load unchanged (resbone.detection.compat lists every such key and warns
+# when one is set).
 _C.MODEL.RPN = CN(dict(
     USE_FPN=False, ANCHOR_SIZES=(32, 64, 128, 256, 512), ANCHOR_STRIDE=(16,), ASPECT_RATIOS=(0.5, 1.0, 2.0),
     STRADDLE_THRESH=0, FG_IOU_THRESHOLD=0.7, BG_IOU_THRESHOLD=0.3, BATCH_SIZE_PER_IMAGE=256, POSITIVE_FRACTION=0.5,
@@ -177,7 +179,7 @@ TORCHVISION_FCOS_OVERRIDES: dict[str, Any] = {
     },
     "INPUT": {
         "MIN_SIZE_TRAIN": (800,), "MAX_SIZE_TRAIN": 1333, "MIN_SIZE_TEST": 800, "MAX_SIZE_TEST": 1333,
-        "PIXEL_MEAN": [0.485, 0.456, 0.406], "PIXEL_STD": [0.229, 0.224, 0.225], "TO_BGR255": False,
+        "PIXEL_MEAN": list(IMAGENET_MEAN), "PIXEL_STD": list(IMAGENET_STD), "TO_BGR255": False,
     },
     "DATALOADER": {"SIZE_DIVISIBILITY": 32},
     "TEST": {"DETECTIONS_PER_IMG": 100},
@@ -211,7 +213,7 @@ def require_keys(cfg: Mapping[str, Any], *names: str, reader: str) -> None:
         declared = _C
         for part in name.split("."):
             declared = declared[part]
-        keys = [f"{name}.{key}" for key in _leaf_keys(declared)] if isinstance(declared, CN) else [name]
+        keys = [f"{name}.{key}" for key in leaf_keys(declared)] if isinstance(declared, CN) else [name]
         missing += [key for key in keys if not _has(cfg, key)]
     if missing:
         raise KeyError(f"{reader} reads config keys the given config lacks: {', '.join(missing[:8])}"
@@ -219,10 +221,11 @@ def require_keys(cfg: Mapping[str, Any], *names: str, reader: str) -> None:
                        f"(or resbone.detection.config.get_cfg()) and set your values in it")
 
 
-def _leaf_keys(node: CN, prefix: str = "") -> list[str]:
+def leaf_keys(node: CN, prefix: str = "") -> list[str]:
+    """The dotted names of every value under `node` ('MODEL.FCOS.NUM_CLASSES' ...), in declaration order."""
     keys = []
     for key, value in node.items():
-        keys += _leaf_keys(value, f"{prefix}{key}.") if isinstance(value, CN) else [prefix + key]
+        keys += leaf_keys(value, f"{prefix}{key}.") if isinstance(value, CN) else [prefix + key]
     return keys
 
 

@@ -17,9 +17,9 @@ from torch import nn
 from resbone.detection.backbone import build_fcos_backbone
 from resbone.detection.defaults import require_keys
 from resbone.detection.fcos import (
-    IOU_LOSS_TYPES,
     FCOSHead,
     assign_targets,
+    check_iou_loss_type,
     compute_locations,
     fcos_losses,
     postprocess_detections,
@@ -27,6 +27,7 @@ from resbone.detection.fcos import (
 from resbone.detection.fpn import FPN
 from resbone.detection.transform import DetectionTransform
 from resbone.layers.norm import is_batch_norm
+from resbone.utils.checks import check_choice
 
 __all__ = ["FCOS", "build_detector"]
 
@@ -66,12 +67,10 @@ class FCOS(nn.Module):
                  score_th_on: str = "cls", pre_nms_top_n: int = 1000, nms_thresh: float = 0.6,
                  detections_per_img: int = 100):
         super().__init__()
-        for name, value, allowed in (("MODEL.FCOS.LOCATION_OFFSET", location_offset, LOCATION_OFFSETS),
-                                     ("MODEL.FCOS.IOU_LOSS_TYPE", iou_loss_type, IOU_LOSS_TYPES),
-                                     ("MODEL.FCOS.SCORE_TH_ON", score_th_on, SCORE_TH_ON),
-                                     ("MODEL.FCOS.REG_LOSS_WEIGHTING", reg_loss_weighting, REG_LOSS_WEIGHTINGS)):
-            if value not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        check_choice("MODEL.FCOS.LOCATION_OFFSET", location_offset, LOCATION_OFFSETS)
+        check_iou_loss_type(iou_loss_type)
+        check_choice("MODEL.FCOS.SCORE_TH_ON", score_th_on, SCORE_TH_ON)
+        check_choice("MODEL.FCOS.REG_LOSS_WEIGHTING", reg_loss_weighting, REG_LOSS_WEIGHTINGS)
         if len(sizes_of_interest) != len(head.strides):
             raise ValueError(f"MODEL.FCOS.SIZES_OF_INTEREST needs one [low, high] per level of FPN_STRIDES "
                              f"{head.strides}, got {list(sizes_of_interest)!r}")
@@ -92,7 +91,7 @@ class FCOS(nn.Module):
         self.pre_nms_top_n, self.nms_thresh = int(pre_nms_top_n), float(nms_thresh)
         self.detections_per_img = int(detections_per_img)
 
-    def forward_head(self, batch: torch.Tensor):
+    def forward_network(self, batch: torch.Tensor):
         """Backbone, FPN and head on a batched, normalized tensor: (logits, regression, centerness)
         lists over the pyramid levels, as FCOSHead.forward returns them."""
         features = self.backbone(batch)
@@ -110,7 +109,7 @@ class FCOS(nn.Module):
         if batch.shape[0] == 1:
             self._check_single_image(batch, original_sizes[0])
         # Losses and decoding in float32 also under autocast (exp / IoU / box coordinates overflow fp16).
-        logits, regression, centerness = ([o.float() for o in outputs] for outputs in self.forward_head(batch))
+        logits, regression, centerness = ([o.float() for o in outputs] for outputs in self.forward_network(batch))
         locations = self.locations(logits)
         if self.training:
             return self.losses(logits, regression, centerness, locations, targets)

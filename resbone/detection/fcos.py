@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, clip_boxes_to_image, generalized_box_iou_loss, sigmoid_focal_loss
 
+from resbone.utils.checks import check_choice
 from resbone.utils.distributed import reduce_mean
 
-__all__ = ["FCOSHead", "IOU_LOSS_TYPES", "Scale", "assign_targets", "centerness_targets",
+__all__ = ["FCOSHead", "IOU_LOSS_TYPES", "Scale", "assign_targets", "centerness_targets", "check_iou_loss_type",
            "compute_locations", "fcos_losses", "iou_loss", "postprocess_detections"]
 
 IOU_LOSS_TYPES = ("iou", "linear_iou", "giou")
@@ -185,6 +186,7 @@ def centerness_targets(reg_targets: torch.Tensor) -> torch.Tensor:
 def iou_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "iou", eps: float = 1e-7) -> torch.Tensor:
     """Per-location IoU loss between (l, t, r, b) distances from the same point, [K, 4] each:
     'iou' -log(IoU), 'linear_iou' 1 - IoU, 'giou' 1 - GIoU (torchvision's generalized_box_iou_loss)."""
+    check_iou_loss_type(loss_type)
     if loss_type == "giou":
         # Boxes relative to the location; GIoU is translation-invariant.
         return generalized_box_iou_loss(torch.cat((-pred[:, :2], pred[:, 2:]), dim=1),
@@ -195,11 +197,12 @@ def iou_loss(pred: torch.Tensor, target: torch.Tensor, loss_type: str = "iou", e
     inter_h = torch.minimum(pred[:, 1], target[:, 1]) + torch.minimum(pred[:, 3], target[:, 3])
     inter = inter_w * inter_h
     iou = inter / (pred_area + target_area - inter + eps)
-    if loss_type == "iou":
-        return -torch.log(iou.clamp(min=eps))
-    if loss_type == "linear_iou":
-        return 1.0 - iou
-    raise ValueError(f"MODEL.FCOS.IOU_LOSS_TYPE must be one of {IOU_LOSS_TYPES}, got {loss_type!r}")
+    return -torch.log(iou.clamp(min=eps)) if loss_type == "iou" else 1.0 - iou
+
+
+def check_iou_loss_type(loss_type: str) -> str:
+    """MODEL.FCOS.IOU_LOSS_TYPE: one of IOU_LOSS_TYPES (FCOS's 'iou' and 'linear_iou', FCOS_PLUS's 'giou')."""
+    return check_choice("MODEL.FCOS.IOU_LOSS_TYPE", loss_type, IOU_LOSS_TYPES)
 
 
 def fcos_losses(cls_logits: torch.Tensor, regression: torch.Tensor, centerness: torch.Tensor,

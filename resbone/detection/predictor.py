@@ -87,7 +87,7 @@ def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads:
         model, device = quantize_for_eval(cfg, model), torch.device("cpu")
     else:
         model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                                 channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward_head")
+                                 channels_last=bool(cfg.MODEL.CHANNELS_LAST))
     results = EvalResults(evaluate(cfg, model, device))
     results.partial_weights = partial
     return results

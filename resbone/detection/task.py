@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from resbone.deploy.inference import NETWORK_METHOD
 from resbone.detection.data import collate
 from resbone.detection.data.build import build_dataset
 from resbone.detection.evaluation import COCO_METRICS
@@ -33,10 +34,10 @@ def build_detector_with_weight(cfg) -> nn.Module:
 
 
 class DetectionTask(Task):
-    """FCOS: `model(images, targets)` returns its losses in train mode; the compiled network is forward_head."""
+    """FCOS: `model(images, targets)` returns its losses in train mode; the compiled network is forward_network."""
 
     name = "detection"
-    network_method = "forward_head"
+    network_method = NETWORK_METHOD
 
     def build_train_set(self, cfg):
         return build_dataset(cfg, cfg.DATASETS.TRAIN, is_train=True)

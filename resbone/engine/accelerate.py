@@ -1,7 +1,8 @@
 """Faster training and evaluation, for every task: channels_last, autocast (AMP) and torch.compile.
 
-Only a model's network method is compiled: a classifier's `forward`; a detector's `forward_head`
-(backbone, FPN, head), the default here. A detector's target assignment, losses and post-processing stay
+Only a model's network method is compiled: a classifier's `forward`; a detector's `forward_network`
+(backbone, FPN, head), the default here; resbone.deploy.inference.replace_network does the patching, for
+training here and for inference there. A detector's target assignment, losses and post-processing stay
 eager: they hold data-dependent shapes (positives, score thresholds, NMS)
 and `.item()` reductions across processes, which would break a graph at every step. Compiling the
 bound method, not the module, keeps the model's class and its state_dict names (no `_orig_mod.`), so
@@ -22,6 +23,8 @@ from typing import Optional
 
 import torch
 from torch import nn
+
+from resbone.deploy.inference import NETWORK_METHOD, replace_network
 
 __all__ = ["AMP_DTYPES", "accelerate_model", "amp_dtype", "autocast", "compile_network", "cpu_has_native_bf16",
            "to_channels_last"]
@@ -63,39 +66,27 @@ def autocast(device: torch.device, *, enabled: bool, dtype: Optional[str] = "aut
     return torch.autocast(device.type, dtype=dtype)
 
 
-# the network method of resbone's detectors (resbone.detection.detector.FCOS); a classifier's is "forward"
-DEFAULT_METHOD = "forward_head"
-
-
-def _network_method(model: nn.Module, method: str):
-    network = getattr(model, method, None)
-    if not callable(network):
-        raise TypeError(f"{type(model).__name__} has no {method}(batch) method; compile / channels_last apply to "
-                        "a model's network method: a detector's forward_head (resbone.detection.detector.FCOS), "
-                        "a classifier's forward")
-    return network
+DEFAULT_METHOD = NETWORK_METHOD
 
 
 def to_channels_last(model: nn.Module, *, method: str = DEFAULT_METHOD) -> nn.Module:
     """NHWC weights, and the batch turned NHWC on its way into the network (mkldnn / cuDNN then skip
     the layout reorders around every conv). Losses and outputs are unchanged up to float rounding."""
-    network = _network_method(model, method)
-    model.to(memory_format=torch.channels_last)
+    def channels_last(network):
+        def channels_last_network(batch: torch.Tensor, *args, **kwargs):
+            return network(batch.contiguous(memory_format=torch.channels_last), *args, **kwargs)
+        return channels_last_network
 
-    def channels_last_network(batch: torch.Tensor, *args, **kwargs):
-        return network(batch.contiguous(memory_format=torch.channels_last), *args, **kwargs)
-
-    setattr(model, method, channels_last_network)
-    return model
+    replace_network(model, channels_last, method=method)
+    return model.to(memory_format=torch.channels_last)
 
 
 def compile_network(model: nn.Module, *, backend: str = "inductor", dynamic: Optional[bool] = None,
                     mode: Optional[str] = None, method: str = DEFAULT_METHOD) -> nn.Module:
     """torch.compile the network part (`model.<method>`) in place; returns the model. The bound method is
     compiled, not the module: the state_dict keeps its names (no `_orig_mod.`)."""
-    network = _network_method(model, method)
-    setattr(model, method, torch.compile(network, backend=backend, dynamic=dynamic, mode=mode))
-    return model
+    return replace_network(model, lambda network: torch.compile(network, backend=backend, dynamic=dynamic,
+                                                                mode=mode), method=method)
 
 
 def accelerate_model(model: nn.Module, *, compile: bool = False, channels_last: bool = False,

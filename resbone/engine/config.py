@@ -11,7 +11,6 @@ Proven by tests/detection/test_config.py and tests/classification/test_task.py.
 from __future__ import annotations
 
 import ast
-import difflib
 import math
 import os
 import warnings
@@ -21,6 +20,7 @@ import yaml
 from yacs.config import CfgNode as _YacsCfgNode
 
 from resbone.engine.solver import LR_SCHEDULERS, OPTIMIZERS
+from resbone.utils.checks import close_matches, is_int
 from resbone.weights import has_scheme, locate
 
 __all__ = ["AMP_DTYPES", "CfgNode", "ENGINE_CHOICES", "ENGINE_RANGES", "check_cfg", "check_values", "check_weight",
@@ -71,7 +71,7 @@ def _coerce(new: Any, old: Any, key: str, where: str) -> Any:
         return new
     if isinstance(old, (tuple, list)) and isinstance(new, (tuple, list)):
         return type(old)(new)
-    if isinstance(old, float) and isinstance(new, int) and not isinstance(new, bool):
+    if isinstance(old, float) and is_int(new):
         return float(new)
     if isinstance(old, (tuple, list)) and not isinstance(new, (tuple, list, dict)) and new is not None:
         # FCOS writes `MIN_SIZE_TRAIN: 800` and `(800,)` interchangeably in its forks.
@@ -86,7 +86,7 @@ def _merge(dst: _YacsCfgNode, src: dict, prefix: str, where: str) -> None:
     for name, raw in src.items():
         key = f"{prefix}{name}"
         if name not in dst:
-            close = difflib.get_close_matches(name, list(dst.keys()), n=3)
+            close = close_matches(name, dst.keys())
             hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
             raise KeyError(f"unknown config key {key}{where}{hint} (keys under "
                            f"{prefix.rstrip('.') or 'the root'}: {', '.join(sorted(dst.keys()))})")
@@ -230,7 +230,7 @@ def check_values(cfg: CfgNode, choices: dict, ranges: dict) -> None:
 
 def _check_steps(solver: CfgNode) -> None:
     steps = list(solver.STEPS)
-    if any(isinstance(s, bool) or not isinstance(s, int) or s <= 0 for s in steps):
+    if any(not is_int(s) or s <= 0 for s in steps):
         raise ValueError(f"SOLVER.STEPS must be positive iteration numbers (FCOS 1x: (60000, 80000)), got "
                          f"{tuple(steps)}")
     if steps != sorted(steps):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from resbone.layers.helpers import make_divisible
+from resbone.utils.checks import check_int, is_int
 
 __all__ = ["SqueezeExcitation", "ContextBlock", "NonLocal2d", "GeneralizedAttention", "build_plugin",
            "PLUGIN_TYPES"]
@@ -45,15 +46,14 @@ class SqueezeExcitation(nn.Module):
         if ratio is not None and reduction is not None:
             raise ValueError(f"SE takes ratio={ratio!r} or reduction={reduction!r}, not both")
         if reduction is not None:
-            if isinstance(reduction, bool) or not isinstance(reduction, int) or reduction < 1:
+            if not is_int(reduction) or reduction < 1:
                 raise ValueError(f"SE reduction must be a positive int (16 means channels / 16), got {reduction!r}")
             ratio = 1.0 / reduction
         ratio = 1 / 16 if ratio is None else ratio
         if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 < ratio <= 1:
             raise ValueError(f"SE ratio must be a number in (0, 1], got {ratio!r}")
         divisor = (8 if form == "conv" else 1) if divisor is None else divisor
-        if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < 1:
-            raise ValueError(f"SE divisor must be a positive int, got {divisor!r}")
+        check_int("SE divisor", divisor)
         bias = (form == "conv") if bias is None else bias
         self.form = form
         self.rd_channels = make_divisible(channels * ratio, divisor, round_limit=0.0)  # timm's SEModule
@@ -256,7 +256,7 @@ class GeneralizedAttention(_NotScriptable, nn.Module):
                              "with at least one 1, e.g. '1111' or '0010'")
         for name, stride in (("kv_stride", kv_stride), ("q_stride", q_stride)):
             # a stride of 0 used to skip the pooling yet multiply the positions by 0 (a silent wrong geometry)
-            if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+            if not is_int(stride) or stride < 1:
                 raise ValueError(f"GeneralizedAttention {name} must be a positive int (1 = no downsampling), "
                                  f"got {stride!r}")
         if num_heads < 1 or in_channels // num_heads < 1:

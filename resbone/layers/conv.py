@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torchvision.ops import deform_conv2d
 
+from resbone.utils.checks import check_int
+
 __all__ = ["Conv2d", "DeformConv2dPack", "ModulatedDeformConv2dPack", "build_conv2d", "check_dcn", "DCN_TYPES"]
 
 # torch's nn.Conv2d already handles N=0 inputs (the reason maskrcnn-benchmark wrapped it).
@@ -121,9 +123,7 @@ def check_dcn(dcn: Mapping[str, Any]) -> tuple[str, int, bool]:
     if kind not in DCN_TYPES + _PLAIN_TYPES:
         raise ValueError(f"dcn type {kind!r} is not supported; allowed types are {list(DCN_TYPES + _PLAIN_TYPES)}")
     deform_groups = dcn.get("deform_groups", 1)
-    if not isinstance(deform_groups, int) or isinstance(deform_groups, bool) or deform_groups < 1:
-        raise ValueError(f"dcn deform_groups must be a positive int, got {deform_groups!r}")
-    return kind, deform_groups, bool(dcn.get("fallback_on_stride", False))
+    return kind, check_int("dcn deform_groups", deform_groups), bool(dcn.get("fallback_on_stride", False))
 
 
 def build_conv2d(dcn: Mapping[str, Any] | None, in_channels: int, out_channels: int,

@@ -1,28 +1,18 @@
 """The argument checks every resbone network shares (validated once, at the public boundary).
 
 Each check raises a ValueError / TypeError / KeyError whose sentence names the argument, the bad value and
-what is allowed, and returns the value in the form the constructor keeps. Reference tests: the
+what is allowed, and returns the value in the form the constructor keeps; check_int and check_choice are
+resbone.utils.checks', shared with every other layer. Reference tests: the
 `test_invalid_arguments*` / `test_bad_arguments*` tests in tests/models/test_resnet.py and test_mobilenetv2.py.
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from resbone.utils.checks import check_choice, check_int, is_int
+
 __all__ = ["check_choice", "check_frozen_stages", "check_int", "check_num_classes", "check_out_indices",
            "check_positive_number", "per_stage", "plugins_per_stage"]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_int(name: str, value: Any, low: int = 1, high: int | None = None) -> int:
-    """An int in low..high (no upper bound when high is None)."""
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        allowed = f"an int in {low}..{high}" if high is not None else \
-            ("a positive int" if low == 1 else f"an int >= {low}")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-    return value
 
 
 def check_positive_number(name: str, value: Any, hint: str = "") -> float:
@@ -31,21 +21,15 @@ def check_positive_number(name: str, value: Any, hint: str = "") -> float:
     return value
 
 
-def check_choice(name: str, value: Any, allowed: Sequence[Any], hint: str = "") -> Any:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {tuple(allowed)}{hint}, got {value!r}")
-    return value
-
-
 def check_num_classes(num_classes: Any) -> int:
     """None or 0: a backbone; a positive int: a classifier with that many classes."""
-    if num_classes is not None and (not _is_int(num_classes) or num_classes < 0):
+    if num_classes is not None and (not is_int(num_classes) or num_classes < 0):
         raise ValueError(f"num_classes must be None, 0 (backbone) or a positive int, got {num_classes!r}")
     return num_classes or 0
 
 
 def check_frozen_stages(frozen_stages: Any, num_stages: int) -> int:
-    if not _is_int(frozen_stages) or not -1 <= frozen_stages <= num_stages:
+    if not is_int(frozen_stages) or not -1 <= frozen_stages <= num_stages:
         raise ValueError(f"frozen_stages must be an int from -1 (nothing frozen) to num_stages={num_stages}, "
                          f"got {frozen_stages!r}")
     return frozen_stages
@@ -53,11 +37,11 @@ def check_frozen_stages(frozen_stages: Any, num_stages: int) -> int:
 
 def check_out_indices(out_indices: Any, num_stages: int, hint: str) -> tuple[int, ...]:
     """Distinct, increasing stage indices in 0..num_stages - 1; `hint` says what the indices mean."""
-    if _is_int(out_indices) or not isinstance(out_indices, Sequence) or isinstance(out_indices, (str, bytes)):
+    if is_int(out_indices) or not isinstance(out_indices, Sequence) or isinstance(out_indices, (str, bytes)):
         raise TypeError(f"out_indices must be a sequence of stage indices in 0..{num_stages - 1}, "
                         f"got {out_indices!r}")
     out_indices = tuple(out_indices)
-    if not out_indices or any(not _is_int(i) or not 0 <= i < num_stages for i in out_indices) \
+    if not out_indices or any(not is_int(i) or not 0 <= i < num_stages for i in out_indices) \
             or list(out_indices) != sorted(set(out_indices)):
         raise ValueError(f"out_indices must be distinct, increasing stage indices in 0..{num_stages - 1} "
                          f"({hint}), got {out_indices!r}")
@@ -72,7 +56,7 @@ def per_stage(name: str, value: Any, num_stages: int, *, positive_ints: bool = F
         raise ValueError(f"{name} must have {num_stages} entries (one per stage, num_stages={num_stages}), "
                          f"got {len(value)}: {tuple(value)!r}")
     value = tuple(value[:num_stages])
-    if positive_ints and any(not _is_int(v) or v < 1 for v in value):
+    if positive_ints and any(not is_int(v) or v < 1 for v in value):
         raise ValueError(f"{name} must hold positive ints, got {value!r}")
     return value
 

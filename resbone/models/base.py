@@ -36,8 +36,11 @@ does not build.
 
 Freezing as mmdetection's backbones: `frozen_stages` sets requires_grad False AND eval mode (BN statistics
 stay put), `norm_eval` keeps every BatchNorm in eval mode; every `train()` re-applies both and returns self.
+In training mode, one image so small that a BatchNorm would normalise a 1x1 map (torch: 'Expected more than 1
+value per channel') is a ValueError naming its size and the minimum, as the FCOS detector's; eval mode skips it.
 Reference tests: tests/models/test_timm_api.py, test_timm_numbering.py (timm's resnet50 / mobilenetv2_100,
-FeatureListNet), tests/models/test_torchscript.py, tests/timm_suite/test_timm_model_tests.py (timm's own tests).
+FeatureListNet), tests/models/test_torchscript.py, tests/timm_suite/test_timm_model_tests.py (timm's own tests),
+tests/models/test_small_input.py (the minimum, where torch itself fails).
 """
 # no `from __future__ import annotations` here: torch.fx copies forward's annotations into the code of the graphs
 # it traces, which TorchScript then compiles; strings there ('torch.Tensor') do not compile
@@ -49,6 +52,7 @@ from torch import nn
 
 from resbone.layers.norm import is_batch_norm
 from resbone.layers.pool import GlobalPool2d, check_pool_type
+from resbone.utils.checks import is_int
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FeatureInfo", "FreezableBackbone", "check_input", "pretrained_cfg",
            "take_indices"]
@@ -72,7 +76,7 @@ def take_indices(num_points: int, indices: int | Sequence[int] | None, what: str
     (negative ones count from the end), as absolute indices in increasing order."""
     if indices is None:
         return list(range(num_points))
-    if isinstance(indices, int) and not isinstance(indices, bool):
+    if is_int(indices):
         if not 0 < indices <= num_points:
             raise ValueError(f"{what}={indices} asks for the last {indices} maps; allowed: 1..{num_points}")
         return list(range(num_points - indices, num_points))
@@ -81,7 +85,7 @@ def take_indices(num_points: int, indices: int | Sequence[int] | None, what: str
                         f"0..{num_points - 1} (timm's numbering), got {indices!r}")
     taken = []
     for i in indices:
-        if isinstance(i, bool) or not isinstance(i, int) or not -num_points <= i < num_points:
+        if not is_int(i) or not -num_points <= i < num_points:
             raise ValueError(f"{what}={tuple(indices)!r}: {i!r} is not a feature index; allowed: 0..{num_points - 1} "
                              f"(timm's numbering) or -{num_points}..-1")
         taken.append(i % num_points)
@@ -120,11 +124,18 @@ class FeatureInfo(list):
         return self.get("module", idx)
 
 
-def check_input(x: torch.Tensor, in_channels: int, network: str) -> None:
-    """A clear error for what would otherwise fail deep inside conv2d (wrapped for torch.fx: not traced;
-    skipped by TorchScript, which types its input already, so that fx-traced then scripted graphs compile)."""
+def check_input(x: torch.Tensor, in_channels: int, network: str, norm_stride: int = 0) -> None:
+    """A clear error for what would otherwise fail deep inside conv2d or batch_norm (wrapped for torch.fx: not
+    traced; skipped by TorchScript, which types its input already, so that fx-traced then scripted graphs
+    compile). `norm_stride`: the stride of the deepest map a BatchNorm in training mode normalises (0: none)."""
     if not torch.jit.is_scripting():
         _check_input(x, in_channels, network)
+        if norm_stride and x.shape[0] == 1 and x.shape[-2] <= norm_stride and x.shape[-1] <= norm_stride:
+            # padded convs round up: the map at stride s is ceil(H / s) x ceil(W / s), 1x1 up to s px
+            raise ValueError(
+                f"{network} in training mode got one image of {x.shape[-2]}x{x.shape[-1]} px, which gives a 1x1 map "
+                f"at stride {norm_stride}, where BatchNorm has one value per channel to normalise: the minimum is "
+                f"{norm_stride + 1} px on at least one side, or 2 images per batch, or eval mode (or norm_eval=True)")
 
 
 def _check_input(x: Any, in_channels: int, network: str) -> None:
@@ -203,16 +214,35 @@ class FreezableBackbone(nn.Module):
         tuple (mmdetection's), a list with features_only (timm's) or when scripted."""
         if self.has_head:
             return self.forward_head(self.forward_features(x))
-        check_input(x, self.in_channels, self.network)
+        check_input(x, self.in_channels, self.network, self._norm_stride(self.take[-1]))
         maps = self._forward_taps(x, self.take, self.take[-1])[1]
         if not torch.jit.is_scripting():
             if not self.features_only:
                 return tuple(maps)  # eager only: TorchScript has no variable-length tuple
         return maps
 
+    def _norm_stride(self, last: int) -> int:
+        """The stride of the deepest tap up to `last` whose module holds a BatchNorm in training mode; 0 in eval
+        mode (no cost there), under TorchScript and torch.compile."""
+        if self.training and not torch.jit.is_scripting():
+            if not torch.compiler.is_compiling():
+                return self._training_norm_stride(last)
+        return 0
+
+    @torch.jit.unused
+    def _training_norm_stride(self, last: int) -> int:
+        for tap in range(last, -1, -1):
+            try:
+                module = self.get_submodule(self.taps_info[tap]["module"])
+            except AttributeError:  # a stage prune_intermediate_layers removed
+                continue
+            if any(is_batch_norm(m) and m.training for m in module.modules()):
+                return int(self.taps_info[tap]["stride"])
+        return 0
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The last map (N, C, H, W), before pooling."""
-        check_input(x, self.in_channels, self.network)
+        check_input(x, self.in_channels, self.network, self._norm_stride(self.final_tap))
         no_taps: List[int] = []
         return self._forward_taps(x, no_taps, self.final_tap)[0]
 
@@ -238,8 +268,9 @@ class FreezableBackbone(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"output_fmt={output_fmt!r}: resbone's networks give 'NCHW' maps only")
         take = [self.timm_taps[i] for i in take_indices(len(self.timm_taps), indices)]
-        check_input(x, self.in_channels, self.network)
-        final, maps = self._forward_taps(x, take, take[-1] if stop_early else self.final_tap)
+        last = take[-1] if stop_early else self.final_tap
+        check_input(x, self.in_channels, self.network, self._norm_stride(last))
+        final, maps = self._forward_taps(x, take, last)
         return maps if intermediates_only else (final, maps)
 
     def prune_intermediate_layers(self, indices: int | Sequence[int] = 1, prune_norm: bool = False,
@@ -305,7 +336,7 @@ class FreezableBackbone(nn.Module):
         if not self.has_head:
             raise ValueError(f"{type(self).__name__} was built as a backbone (num_classes=None), so it has no "
                              f"classifier to reset; build it with num_classes={num_classes} instead")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+        if not is_int(num_classes) or num_classes < 0:
             raise ValueError(f"num_classes must be 0 (no classifier) or a positive int, got {num_classes!r}")
         if global_pool is not None:
             self.global_pool = GlobalPool2d(check_pool_type(global_pool)).train(self.training)

@@ -1,21 +1,23 @@
 """The model registry: a decorator and a dict, as timm's `_registry.py`.
 
 `register_model` records a variant function under its name; `list_models('resnet5*')` lists names with
-shell wildcards; `create_model(name, **overrides)` builds one (`features_only=True` for timm's feature
-extractor mode). Loading a checkpoint sits a layer up, in resbone.factory (as timm's `_factory.py` sits above
-its models): `resbone.create_model(name, checkpoint=PATH)`. Reference tests: tests/models/test_registry.py.
+shell wildcards; `build_registered_model(name, **overrides)` builds one (`features_only=True` for timm's
+feature extractor mode). The public `resbone.create_model` (timm's: `pretrained=`, `checkpoint=`) sits a layer up, in
+resbone.factory (as timm's `_factory.py` sits above its models), and builds with this.
+Reference tests: tests/models/test_registry.py.
 """
 from __future__ import annotations
 
 import contextlib
-import difflib
 import fnmatch
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
+from resbone.utils.checks import did_you_mean
+
+__all__ = ["build_registered_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 FEATURE_CLASSES = (None, "list", "getter")
@@ -46,16 +48,17 @@ def model_entrypoint(name: str) -> Callable[..., nn.Module]:
     if not isinstance(name, str):
         raise TypeError(f"model name must be a string, got {type(name).__name__} {name!r}")
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=3, cutoff=0.6)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = did_you_mean(name, _MODELS)
+        hint = f"; {hint}" if hint else ""
         raise KeyError(f"unknown model {name!r}{hint} ({len(_MODELS)} models are registered: "
                        f"`resbone list` or resbone.list_models() shows them)")
     return _MODELS[name]
 
 
-def create_model(name: str, *, features_only: bool = False, out_indices: int | Sequence[int] | None = None,
-                 feature_cls: str | None = None, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None, **overrides: Any) -> nn.Module:
+def build_registered_model(name: str, *, features_only: bool = False,
+                           out_indices: int | Sequence[int] | None = None, feature_cls: str | None = None,
+                           device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                           **overrides: Any) -> nn.Module:
     """Build the registered model `name` with keyword `overrides` (on `device`, in `dtype`, as timm's).
 
     features_only=True (timm's): a backbone whose forward returns a list with the maps of `out_indices` in
@@ -64,7 +67,7 @@ def create_model(name: str, *, features_only: bool = False, out_indices: int | S
     give the same list). Without features_only, out_indices is the backbone's own (mmdetection's numbering)."""
     entrypoint = model_entrypoint(name)
     if "checkpoint" in overrides:
-        raise TypeError("resbone.models.registry.create_model builds only; resbone.create_model(name, "
+        raise TypeError("resbone.models.registry.build_registered_model builds only; resbone.create_model(name, "
                         "checkpoint=PATH) also loads weights")
     if feature_cls not in FEATURE_CLASSES:
         raise ValueError(f"feature_cls={feature_cls!r} is not supported; allowed: {FEATURE_CLASSES} (each returns "

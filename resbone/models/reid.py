@@ -22,14 +22,13 @@ from typing import Any
 
 from resbone.models.registry import register_model
 from resbone.models.resnet import ResNet
-from resbone.models.variants import build_resnet
+from resbone.models.variants import RESNEXT_32X4D, build_resnet
 
 __all__ = ["build_senet"]
 
 _TIMM_SE = dict(se=dict(ratio=1 / 16, divisor=8))  # timm's SEModule: conv form, make_divisible(c/16, 8)
 _SENET_SE = dict(se=dict(reduction=16, divisor=1))  # Cadene's SEModule: conv form, c // 16
 _REID_SE = dict(se=dict(reduction=16, form="linear"))  # IBN-Net / fast-reid SELayer: Linear, no bias
-_RESNEXT_32X4D = dict(groups=32, base_width=4)
 
 
 def build_senet(depth: int, defaults: dict[str, Any], kwargs: dict[str, Any]) -> ResNet:
@@ -54,7 +53,7 @@ def seresnet101(**kwargs: Any) -> ResNet:
 
 @register_model
 def seresnext50_32x4d(**kwargs: Any) -> ResNet:
-    return build_resnet(50, dict(_TIMM_SE, **_RESNEXT_32X4D), kwargs)
+    return build_resnet(50, dict(_TIMM_SE, **RESNEXT_32X4D), kwargs)
 
 
 # ---- Cadene's / Hu et al.'s SENet (timm legacy_*) --------------------------------------------------
@@ -75,12 +74,12 @@ def se_resnet152(**kwargs: Any) -> ResNet:
 
 @register_model
 def se_resnext50_32x4d(**kwargs: Any) -> ResNet:
-    return build_senet(50, dict(_RESNEXT_32X4D), kwargs)
+    return build_senet(50, dict(RESNEXT_32X4D), kwargs)
 
 
 @register_model
 def se_resnext101_32x4d(**kwargs: Any) -> ResNet:
-    return build_senet(101, dict(_RESNEXT_32X4D), kwargs)
+    return build_senet(101, dict(RESNEXT_32X4D), kwargs)
 
 
 # ---- IBN-Net and re-identification ----------------------------------------------------------------

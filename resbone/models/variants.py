@@ -11,7 +11,10 @@ from typing import Any
 from resbone.models.registry import register_model
 from resbone.models.resnet import ResNet
 
-__all__ = ["build_resnet"]
+__all__ = ["RESNEXT_32X4D", "build_resnet"]
+
+# ResNeXt-50 32x4d (Xie et al. 2017, Table 1): 32 groups of width 4 in the first stage's 3x3 conv
+RESNEXT_32X4D = dict(groups=32, base_width=4)
 
 
 def _from_torchvision(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +86,7 @@ def resnet152(**kwargs: Any) -> ResNet:
 
 @register_model
 def resnext50_32x4d(**kwargs: Any) -> ResNet:
-    return build_resnet(50, dict(groups=32, base_width=4), kwargs)
+    return build_resnet(50, RESNEXT_32X4D, kwargs)
 
 
 @register_model

@@ -8,11 +8,12 @@ and tests/test_wheel.py (the configs inside an installed wheel).
 """
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import os
 from importlib import resources
 from pathlib import Path
+
+from resbone.utils.checks import close_matches
 
 __all__ = ["config_dir", "find_config", "list_configs"]
 
@@ -67,5 +68,4 @@ def _close_names(stem: str, names: list[str]) -> list[str]:
     if exact:
         return exact[:3]
     base = stem.rsplit("/", 1)[-1]
-    return difflib.get_close_matches(stem, names, n=3, cutoff=0.6) or \
-        [n for n in names if difflib.get_close_matches(base, [n.rsplit("/", 1)[-1]], cutoff=0.6)][:3]
+    return close_matches(stem, names) or [n for n in names if close_matches(base, [n.rsplit("/", 1)[-1]])][:3]

@@ -17,11 +17,11 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
 from resbone.weights import published as P
 
 __all__ = ["EvalTransform", "SOURCES", "Weights", "all_weights", "get_weights", "list_pretrained", "markdown_table"]
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _MEANS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "inception": ((0.5,) * 3, (0.5,) * 3)}
 # Detectron's Caffe2 pickles take BGR 0-255 images less the pixel mean (FCOS's INPUT.PIXEL_MEAN), std 1
 CAFFE_MEAN = (102.9801, 115.9465, 122.7717)

@@ -19,7 +19,7 @@ from resbone.analysis import (
     receptive_field,
     summarize,
 )
-from resbone.models.registry import create_model
+from resbone.factory import create_model
 
 # torchvision's classifiers; the reference figures come from torchvision's weight metadata
 # (`num_params`, `_ops` = GMACs at 224x224), which DESIGN.md quotes (resnet50 25,557,032 / 4.089).

@@ -8,7 +8,7 @@ import torch
 from resbone.cli import main
 from resbone.cli.quantize import _classifier_batches, calibration_images
 from resbone.deploy.quantize import load_quantized, quantize
-from resbone.models.registry import create_model
+from resbone.factory import create_model
 
 
 @pytest.fixture(scope="module")

@@ -46,7 +46,7 @@ def test_fused_detector_gives_the_same_head_outputs_with_its_frozen_norms_folded
     assert not any(isinstance(m, NORMS) for m in fused.modules())
     batch = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected, got = model.forward_head(batch), fused.forward_head(batch)
+        expected, got = model.forward_network(batch), fused.forward_network(batch)
     for level_expected, level_got in zip(sum(expected, []), sum(got, [])):
         assert (level_got - level_expected).abs().max() / level_expected.abs().max() < 1e-4
 

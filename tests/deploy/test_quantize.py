@@ -27,7 +27,7 @@ from resbone.deploy.quantize import (
     quantize_detector,
     save_quantized,
 )
-from resbone.models.registry import create_model
+from resbone.factory import create_model
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
 STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
@@ -232,13 +232,13 @@ def test_detector_network_int8_with_float_post_processing(tmp_path, rng):
     images = [[torch.rand(3, 96, 96, generator=rng) for _ in range(2)] for _ in range(2)]
     with pytest.warns(UserWarning, match="GroupNorm"):  # the demo's GN body and head: no int8 GroupNorm
         int8 = quantize(detector, images)
-    assert int8 is not detector and type(int8.forward_head).__name__ == "GraphModule"
+    assert int8 is not detector and type(int8.forward_network).__name__ == "GraphModule"
     batch = detector.transform(images[0])[0]
     with torch.no_grad():
         # the float network with its head unrolled per level (what gets quantized) is the detector's own
-        for ref, out in zip(detector.forward_head(batch), DetectorNetwork(detector)(batch)):
+        for ref, out in zip(detector.forward_network(batch), DetectorNetwork(detector)(batch)):
             assert all(torch.equal(r, o) for r, o in zip(ref, out)) and len(ref) == len(out) == 5
-        for ref, out in zip(detector.forward_head(batch), int8.forward_head(batch)):  # logits, boxes, centerness
+        for ref, out in zip(detector.forward_network(batch), int8.forward_network(batch)):  # logits, boxes, centerness
             assert [r.shape for r in ref] == [o.shape for o in out]
             ref, out = torch.cat([r.flatten() for r in ref]), torch.cat([o.flatten() for o in out])
             assert float(torch.corrcoef(torch.stack([ref, out]))[0, 1]) > 0.9

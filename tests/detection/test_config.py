@@ -179,7 +179,7 @@ def test_every_shipped_config_builds_the_detector_torchvision_builds(name):
     count = sum(p.numel() for p in ours.parameters())
     assert count == sum(p.numel() for p in _torchvision_fcos(cfg).parameters()) + len(strides)
     with torch.no_grad():
-        logits, regression, centerness = ours.forward_head(torch.rand(1, 3, 64, 64))
+        logits, regression, centerness = ours.forward_network(torch.rand(1, 3, 64, 64))
     sizes = [(-(-64 // s), -(-64 // s)) for s in strides]
     assert [tuple(o.shape) for o in logits] == [(1, cfg.MODEL.FCOS.NUM_CLASSES - 1, *hw) for hw in sizes]
     assert [tuple(o.shape[1:]) for o in regression] == [(4, *hw) for hw in sizes]

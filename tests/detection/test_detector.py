@@ -8,7 +8,7 @@ import torch
 
 from resbone.detection.defaults import detector_cfg
 from resbone.detection.detector import build_detector
-from resbone.models.registry import create_model
+from resbone.factory import create_model
 
 SMALL = {"INPUT": {"MIN_SIZE_TRAIN": (64, 80), "MAX_SIZE_TRAIN": 100, "MIN_SIZE_TEST": 64, "MAX_SIZE_TEST": 100},
          "DATALOADER": {"SIZE_DIVISIBILITY": 32}}

@@ -86,7 +86,7 @@ def test_same_head_outputs(models):
     batch = tv.transform(_images())[0].tensors
     with torch.no_grad():
         tv_out = tv.head(list(tv.backbone(batch).values()))
-        logits, regression, centerness = ours.forward_head(batch)
+        logits, regression, centerness = ours.forward_network(batch)
 
     def flat(outputs):  # [N, ch, H, W] per level -> [N, sum HW, ch], torchvision's layout
         return torch.cat([o.flatten(2) for o in outputs], dim=2).transpose(1, 2)

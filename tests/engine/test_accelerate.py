@@ -1,4 +1,4 @@
-"""resbone.engine.accelerate: the compiled network (model.forward_head) computes the eager losses and
+"""resbone.engine.accelerate: the compiled network (model.forward_network) computes the eager losses and
 gradients, channels_last too; a size within the padded bucket reuses the compiled graph and a new bucket
 recompiles once (symbolic sizes), not at every step; AMP dtypes are chosen and refused with clear errors.
 
@@ -150,7 +150,7 @@ def test_amp_dtypes_follow_the_device_and_bad_names_are_refused():
 
 
 def test_models_without_a_network_method_are_refused():
-    with pytest.raises(TypeError, match="has no forward_head"):
+    with pytest.raises(TypeError, match="has no forward_network"):
         accelerate_model(TinyDetector(), compile=True)
     assert isinstance(accelerate_model(TinyDetector()), TinyDetector)  # nothing asked, nothing done
 
@@ -165,5 +165,5 @@ def test_trainer_applies_model_channels_last_and_compile(tmp_path):
         assert trainer.model.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     finally:
         trainer.close()
-    with pytest.raises(TypeError, match="TinyDetector has no forward_head"):
+    with pytest.raises(TypeError, match="TinyDetector has no forward_network"):
         Trainer(tiny_cfg(data, str(tmp_path / "out2"), "MODEL.COMPILE", "True"), model=TinyDetector())

@@ -15,6 +15,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
+from resbone.utils.checks import is_int
 from resbone.utils.files import atomic_path
 
 __all__ = ["SHAPES", "TEXTURES", "TEXTURE_CLASSES", "TEXTURES_DEFAULTS", "render_texture_image", "generate_textures"]
@@ -84,7 +85,7 @@ def generate_textures_split(out_dir: str, split: str, *, per_class: int, image_s
     if split not in _SPLIT_KEYS:
         raise ValueError(f"split must be one of {', '.join(_SPLIT_KEYS)}, got {split!r}")
     for name, value, low in (("per_class", per_class, 1), ("image_size", image_size, 32)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        if not is_int(value) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     rng = np.random.default_rng([seed, _SPLIT_KEYS[split]])
     root = os.path.join(out_dir, split)
