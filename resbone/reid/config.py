@@ -15,6 +15,7 @@ from resbone.reid.data import NAMINGS
 from resbone.reid.defaults import reid_cfg
 from resbone.reid.metrics import METRICS
 from resbone.reid.model import POOLINGS
+from resbone.utils.checks import is_int
 
 __all__ = ["check_reid_cfg", "get_cfg", "load_cfg"]
 
@@ -41,10 +42,10 @@ def check_reid_cfg(cfg: CfgNode) -> None:
                          "MODEL.NAME resnet50_ibn_a")
     for key in ("MODEL.BASE_CHANNELS", "DATALOADER.NUM_INSTANCE", "INPUT.PADDING", "TEST.RANKED_QUERIES"):
         section, name = key.split(".")
-        if not isinstance(cfg[section][name], int) or isinstance(cfg[section][name], bool):
+        if not is_int(cfg[section][name]):
             raise ValueError(f"{key} must be a whole number, got {cfg[section][name]!r}")
     size = cfg.INPUT.SIZE
-    if len(size) != 2 or not all(isinstance(s, int) and s >= 32 for s in size):
+    if len(size) != 2 or not all(is_int(s) and s >= 32 for s in size):
         raise ValueError(f"INPUT.SIZE must be (height, width), two whole numbers >= 32, got {tuple(size)}")
     k = cfg.DATALOADER.NUM_INSTANCE
     if cfg.SOLVER.IMS_PER_BATCH % k or cfg.SOLVER.IMS_PER_BATCH // k < 2:
