@@ -4,8 +4,9 @@ classes differ.
 
 Anchor: torchvision.datasets.ImageFolder (class names = the sorted sub-folder names, label = their index,
 IMG_EXTENSIONS); the file form holds `path,label` lines (a `path,label` header is allowed; `path label`
-in a .txt), paths relative to the file's folder, class names = the sorted label names. Proven by
-tests/classification/test_data.py.
+in a .txt), paths relative to the file's folder, class names = the sorted label names. With a `seed`, the
+transform's random draws are a function of (seed, epoch, index) (resbone.engine.data.seeded_sample). Proven by
+tests/classification/test_data.py and tests/classification/test_task.py (resume with loader workers).
 """
 from __future__ import annotations
 
@@ -17,17 +18,24 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from resbone.engine.data import seeded_sample
+
 __all__ = ["LabelledImages", "check_same_classes", "open_labelled_images"]
 
 
 class LabelledImages(torch.utils.data.Dataset):
     """(image, label) pairs; `samples` [(path, label)], `classes` (class names), `transform` applied to the
-    RGB PIL image. An unreadable image raises a ValueError naming its path."""
+    RGB PIL image. An unreadable image raises a ValueError naming its path. With `seed` (an int), the transform
+    of sample i in epoch e (`set_epoch`) draws its randomness from (seed, e, i) alone."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], *, source: str,
-                 transform: Callable | None = None) -> None:
+                 transform: Callable | None = None, seed: int | None = None) -> None:
         self.samples, self.classes, self.source, self.transform = list(samples), list(classes), source, transform
         self.targets = [label for _, label in self.samples]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     @property
     def class_names(self) -> list[str]:
@@ -47,7 +55,12 @@ class LabelledImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image = self.load(index)
-        return (self.transform(image) if self.transform else image), self.samples[index][1]
+        if self.transform is not None and self.seed is not None:
+            with seeded_sample(self.seed, self.epoch, index):
+                image = self.transform(image)
+        elif self.transform is not None:
+            image = self.transform(image)
+        return image, self.samples[index][1]
 
 
 def open_labelled_images(source: str, *, what: str, transform: Callable | None = None) -> LabelledImages:
