@@ -108,8 +108,8 @@ class ClassificationTask(Task):
 
     def build_train_set(self, cfg):
         transform = build_train_transform(cfg, model_pretrained_cfg(cfg.MODEL.NAME))
-        dataset = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN", transform=transform)
-        dataset.seed = cfg.SEED  # augmentations drawn from (SEED, epoch, index): exact resume with any NUM_WORKERS
+        # augmentations drawn from (SEED, epoch, index): an exact resume with any DATALOADER.NUM_WORKERS
+        dataset = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN", transform=transform, seed=cfg.SEED)
         for source in cfg.DATASETS.TEST:  # refused before any training, not after it
             check_same_classes(dataset, open_labelled_images(source, what="DATASETS.TEST"))
         self.class_names = dataset.classes

@@ -63,17 +63,19 @@ class LabelledImages(torch.utils.data.Dataset):
         return image, self.samples[index][1]
 
 
-def open_labelled_images(source: str, *, what: str, transform: Callable | None = None) -> LabelledImages:
+def open_labelled_images(source: str, *, what: str, transform: Callable | None = None,
+                         seed: int | None = None) -> LabelledImages:
     """The set at `source`: an ImageFolder root, or a .csv / .txt file of `path,label` lines. `what` names the
-    config key in errors (e.g. DATASETS.TRAIN)."""
+    config key in errors (e.g. DATASETS.TRAIN); `seed`: see LabelledImages."""
     if not source:
         raise ValueError(f"{what} is empty; give an image folder (one sub-folder per class) or a .csv file of "
                          "`path,label` lines")
-    if os.path.isdir(source):
-        return _from_folder(source, what=what, transform=transform)
-    if os.path.isfile(source):
-        return _from_file(source, what=what, transform=transform)
-    raise ValueError(f"{what} {source} does not exist; give an image folder or a .csv / .txt file")
+    if not os.path.exists(source):
+        raise ValueError(f"{what} {source} does not exist; give an image folder or a .csv / .txt file")
+    read = _from_folder if os.path.isdir(source) else _from_file
+    images = read(source, what=what, transform=transform)
+    images.seed = seed
+    return images
 
 
 def _from_folder(root: str, *, what: str, transform: Callable | None) -> LabelledImages:
