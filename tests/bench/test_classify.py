@@ -64,8 +64,9 @@ def test_quick_run_prints_both_sides_and_the_ratio(capsys):
     assert classify.main(["--quick"]) == 0
     out = capsys.readouterr().out
     rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
-        r"^(resbone train|timm \(train.py's loop\))\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)%$", out, re.M)}
+        r"^(resbone train|timm \(train.py's loop\))\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%$",
+        out, re.M)}
     assert set(rows) == {"resbone train", "timm (train.py's loop)"}
     assert rows["resbone train"][2] == rows["timm (train.py's loop)"][2] == "3"  # 24 images, batch 8, 1 epoch
-    assert all(float(r[0]) > 0 and 0 <= float(r[4]) <= 100 for r in rows.values())
-    assert re.search(r"training images/s, resbone / timm: \d+\.\d\dx", out)
+    assert all(float(r[0]) > 0 and float(r[4]) > 0 and 0 <= float(r[5]) <= 100 for r in rows.values())
+    assert re.search(r"training images/s, resbone / timm: \d+\.\d\dx .*CPU seconds, timm / resbone: \d+\.\d\dx", out)
