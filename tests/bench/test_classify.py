@@ -60,13 +60,13 @@ def test_results_are_read_from_resbones_records_and_the_timm_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_quick_run_prints_both_sides_and_the_ratio(capsys):
+def test_quick_run_prints_both_sides_twice_and_the_ratio(capsys):
     assert classify.main(["--quick"]) == 0
     out = capsys.readouterr().out
-    rows = {m.group(1).strip(): m.groups()[1:] for m in re.finditer(
-        r"^(resbone train|timm \(train.py's loop\))\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)%$",
-        out, re.M)}
-    assert set(rows) == {"resbone train", "timm (train.py's loop)"}
-    assert rows["resbone train"][2] == rows["timm (train.py's loop)"][2] == "3"  # 24 images, batch 8, 1 epoch
-    assert all(float(r[0]) > 0 and float(r[4]) > 0 and 0 <= float(r[5]) <= 100 for r in rows.values())
-    assert re.search(r"training images/s, resbone / timm: \d+\.\d\dx .*CPU seconds, timm / resbone: \d+\.\d\dx", out)
+    rows = re.findall(r"^(\d) (resbone train|timm \(train.py's loop\))\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)\s+"
+                      r"([\d.]+)\s+([\d.]+)%$", out, re.M)
+    assert [(r[0], r[1]) for r in rows] == list(zip("1234", classify.ORDER))
+    assert {r[4] for r in rows} == {"3"}  # 24 images, batch 8, 1 epoch: the same iterations on both sides
+    assert all(float(r[2]) > 0 and float(r[6]) > 0 for r in rows)
+    assert rows[0][7] == rows[3][7] and rows[1][7] == rows[2][7]  # seeded: each side's two runs agree
+    assert re.search(r"resbone / timm: \d+\.\d\dx .*\nwhole-process CPU seconds, timm / resbone: \d+\.\d\dx", out)
