@@ -4,6 +4,8 @@
                                         # batch 32, 3 epochs (54 iterations), 1 thread: about 3-4 minutes
     python -m bench.classify --quick    # a tiny run for the smoke test (numbers meaningless)
     python -m bench.classify --data DIR # your folders: DIR/train/<class>/..., DIR/val/<class>/...
+    python -m bench.classify --parts    # instead: forward + backward of both networks (same weights) and the
+                                        # loading of a batch on both sides, interleaved in one process
 
 Each side runs as its own process, twice, in the order resbone, timm, timm, resbone, with the same data, model
 (resnet18: resbone's from `resbone train`, timm's from `timm.create_model`), batch size, image size, epochs,
@@ -254,6 +256,46 @@ def compare(args) -> str:
     return head + "\n" + table(runs)
 
 
+def parts(args, root: str) -> str:
+    """The parts of an iteration, in this process, interleaved (bench.timing): the network's forward + loss +
+    backward (both resnet18s with the same weights, one batch) and the loading + augmentation of one batch
+    (each side's training set and transform, default_collate)."""
+    import torch
+    import torch.nn.functional as F
+    from timm import create_model as timm_model
+
+    from bench import timing
+    from resbone.classification.task import ClassificationTask
+    from resbone.factory import create_model
+    from resbone.tasks import load_cfg
+
+    torch.set_num_threads(args.threads)
+    batch, size = args.batch_size, args.image_size
+    mine = create_model(RECIPE["model"], num_classes=6).train()
+    theirs = timm_model(RECIPE["model"], num_classes=6).train()
+    theirs.load_state_dict(mine.state_dict())  # the same names: torchvision's
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(batch) % 6
+
+    def network(model):
+        return lambda: F.cross_entropy(model(images), labels, label_smoothing=RECIPE["smoothing"]).backward()
+
+    command = resbone_command(args, {s: os.path.join(root, s) for s in ("train", "val")}, "unused", per_epoch=1)
+    cfg = load_cfg(CONFIG, command[command.index(CONFIG) + 1:])
+    sets = {RESBONE: ClassificationTask().build_train_set(cfg), TIMM: _timm_loaders(root, batch, size)[0].dataset}
+
+    def loading(dataset):
+        return lambda: torch.utils.data.default_collate([dataset[i % len(dataset)] for i in range(batch)])
+
+    sections = [timing.Section(f"{RECIPE['model']} forward + loss + backward, batch {batch}x3x{size}x{size}", batch,
+                               timing.time_interleaved({TIMM: network(theirs), RESBONE: network(mine)}, warmup=2,
+                                                       repeats=args.repeats, device=torch.device("cpu"))),
+                timing.Section(f"loading + augmentation of {batch} images", batch,
+                               timing.time_interleaved({n: loading(d) for n, d in sets.items()}, warmup=1,
+                                                       repeats=args.repeats, device=torch.device("cpu")))]
+    return timing.section_table(sections, reference=TIMM)
+
+
 def _timm_version() -> str:
     import timm
 
@@ -271,15 +313,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each run (default 1)")
     parser.add_argument("--quick", action="store_true", help="4 training images per class, 32 px, 1 epoch of "
                         "batch 8 (a smoke test; numbers meaningless)")
+    parser.add_argument("--parts", action="store_true", help="instead: the network's forward + backward and the "
+                        "loading of a batch, each side's, interleaved in this process")
+    parser.add_argument("--repeats", type=int, default=10, help="--parts: timed repeats (medians)")
     parser.add_argument("--run-timm", action="store_true", help=argparse.SUPPRESS)  # the child process's side
     args = parser.parse_args(argv)
     if args.quick:
         args.train_per_class, args.val_per_class, args.epochs, args.batch_size, args.image_size = 4, 2, 1, 8, 32
-    for name in ("epochs", "batch_size", "image_size", "threads", "train_per_class", "val_per_class"):
+    for name in ("epochs", "batch_size", "image_size", "threads", "train_per_class", "val_per_class", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.run_timm:
         print(RESULT_TAG + json.dumps(run_timm(args)), flush=True)
+        return 0
+    if args.parts:
+        with tempfile.TemporaryDirectory(prefix="bench_classify_") as workdir:
+            print(parts(args, prepare_data(args, workdir)))
         return 0
     print(compare(args))
     return 0

@@ -1,7 +1,8 @@
 """bench.classify: the resbone command it builds is a valid config with the run's batch, size, length and recipe;
 both sides run the same iterations per epoch as timm's own loader; images/s and Acc@1 are read from resbone's
 metrics.jsonl / eval_results.json (the format its MetricsWriter and EvalHook write) and from the timm child's
-result line; `--quick` runs both sides end to end. Timings are printed, never asserted."""
+result line; `--quick` runs both sides end to end and `--parts` times both networks and both loaders. Timings
+are printed, never asserted."""
 from __future__ import annotations
 
 import json
@@ -70,3 +71,13 @@ def test_quick_run_prints_both_sides_twice_and_the_ratio(capsys):
     assert all(float(r[2]) > 0 and float(r[6]) > 0 for r in rows)
     assert rows[0][7] == rows[3][7] and rows[1][7] == rows[2][7]  # seeded: each side's two runs agree
     assert re.search(r"resbone / timm: \d+\.\d\dx .*\nwhole-process CPU seconds, timm / resbone: \d+\.\d\dx", out)
+
+
+@pytest.mark.slow
+def test_parts_times_both_networks_and_both_loaders(capsys):
+    assert classify.main(["--parts", "--quick", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    for title in ("resnet18 forward + loss + backward, batch 8x3x32x32", "loading + augmentation of 8 images"):
+        block = out.split(title, 1)[1].split("\n\n", 1)[0]
+        assert re.search(r"^timm \(train.py's loop\)\s+[\d.]+\s+1\.00x", block, re.M), block
+        assert re.search(r"^resbone train\s+[\d.]+\s+\d+\.\d\dx", block, re.M), block
