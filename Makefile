@@ -72,6 +72,7 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.backbone --profile
 	$(PY) -m bench.fcos --compile --profile
+	$(PY) -m bench.classify
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -18,7 +18,7 @@ from torch import nn
 
 from resbone.classification.data.folders import check_same_classes, open_labelled_images
 from resbone.classification.evaluation import classification_metrics, plot_confusion_matrix, predict_logits
-from resbone.classification.transforms import MixCollate, build_batch_mix, build_eval_transform, build_train_transform
+from resbone.classification.transforms import build_batch_mix, build_eval_transform, build_train_transform
 from resbone.engine import distributed as comm
 from resbone.engine.checkpoint import load_weights
 from resbone.engine.config import check_weight
@@ -103,21 +103,25 @@ class ClassificationTask(Task):
     def __init__(self) -> None:
         self.class_names: list[str] = []
         self.label_smoothing = 0.0
-        self._collate = MixCollate(None)
+        self._mix = None
         self._classifier = "fc."
 
     def build_train_set(self, cfg):
         transform = build_train_transform(cfg, model_pretrained_cfg(cfg.MODEL.NAME))
-        dataset = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN", transform=transform)
+        # augmentations drawn from (SEED, epoch, index): an exact resume with any DATALOADER.NUM_WORKERS
+        dataset = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN", transform=transform, seed=cfg.SEED)
         for source in cfg.DATASETS.TEST:  # refused before any training, not after it
             check_same_classes(dataset, open_labelled_images(source, what="DATASETS.TEST"))
         self.class_names = dataset.classes
         self.label_smoothing = float(cfg.SOLVER.LABEL_SMOOTHING)
-        self._collate = MixCollate(build_batch_mix(cfg, len(dataset.classes)))
+        self._mix = build_batch_mix(cfg, len(dataset.classes))
         return dataset
 
-    def collate(self, batch: list):
-        return self._collate(batch)
+    def to_device(self, batch, device: torch.device):
+        images, labels = super().to_device(batch, device)
+        # torchvision's reference mixes in the collate, i.e. in a loader worker whose RNG a resume does not
+        # restore; here it draws from the main process's RNG, which checkpoints hold
+        return (images, labels) if self._mix is None else self._mix(images, labels)
 
     def build_model(self, cfg, train_set) -> nn.Module:
         classes = len(train_set.classes)

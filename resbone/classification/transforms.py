@@ -4,8 +4,10 @@ and MixUp / CutMix on each training batch.
 
 Anchor: torchvision's `references/classification/presets.py` (ClassificationPresetTrain / Eval, in their
 order) and `transforms.py` / `train.py` (`get_mixup_cutmix`: v2.RandomChoice of v2.MixUp and v2.CutMix
-applied after default_collate). Mean, std, interpolation, input size and crop_pct default to the
-model's `pretrained_cfg` (timm's `resolve_data_config`). Proven by tests/classification/test_transforms.py.
+applied after default_collate; the task applies it in the main process, not in the collate of a loader
+worker, so that a resumed run draws what an uninterrupted one drew). Mean, std, interpolation, input size
+and crop_pct default to the model's `pretrained_cfg` (timm's `resolve_data_config`). Proven by
+tests/classification/test_transforms.py.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["data_settings", "build_train_transform", "build_eval_transform", "build_batch_mix", "MixCollate"]
+__all__ = ["data_settings", "build_train_transform", "build_eval_transform", "build_batch_mix"]
 
 _INTERPOLATION = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC,
                   "nearest": InterpolationMode.NEAREST}
@@ -84,13 +86,3 @@ def build_batch_mix(cfg, num_classes: int) -> Callable | None:
         return None
     return mixes[0] if len(mixes) == 1 else v2.RandomChoice(mixes)
 
-
-class MixCollate:
-    """default_collate, then the batch mix (soft labels) when there is one: the reference's collate_fn."""
-
-    def __init__(self, mix: Callable | None) -> None:
-        self.mix = mix
-
-    def __call__(self, batch: list):
-        images, labels = torch.utils.data.default_collate(batch)
-        return (images, labels) if self.mix is None else self.mix(images, labels)

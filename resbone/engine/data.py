@@ -2,18 +2,33 @@
 
 Anchor: FCOS `data/build.py` (`make_data_loader`: IMS_PER_BATCH split over processes, an iteration-based
 sampler that resumes at `start_iter`) over torch's DistributedSampler. Each task brings its data set and
-its collate function. Proven by tests/engine/test_trainer.py (resume sees the same batches) and
-tests/engine/test_distributed.py.
+its collate function; `seeded_sample` makes a sample's random augmentations a function of (seed, epoch,
+index), whichever process draws them. Proven by tests/engine/test_trainer.py (resume sees the same batches),
+tests/engine/test_distributed.py and tests/classification/test_task.py (resume with loader workers).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Iterator
 
 import torch
 
 from resbone.engine import distributed as comm
 
-__all__ = ["build_train_batches", "build_test_loader", "per_rank"]
+__all__ = ["build_train_batches", "build_test_loader", "per_rank", "seeded_sample"]
+
+
+@contextlib.contextmanager
+def seeded_sample(seed: int, epoch: int, index: int) -> Iterator[None]:
+    """torch's CPU RNG seeded from (seed, epoch, index) inside the block, restored after it. A loader worker's
+    RNG depends on which batches that worker drew before (a run resumed mid-epoch starts its workers afresh),
+    and torchvision.transforms.v2 draw from torch's global RNG; seeded per sample, the augmentations are the
+    same with any DATALOADER.NUM_WORKERS, resumed or not, and the caller's RNG does not move."""
+    with torch.random.fork_rng(devices=[]):
+        # hash of a tuple of ints: the same in every process (PYTHONHASHSEED salts only str and bytes)
+        # the CPU generator alone: torch.manual_seed also seeds every accelerator backend, ~70x slower
+        torch.default_generator.manual_seed(hash((seed, epoch, index)) & 0x7FFFFFFF)
+        yield
 
 
 def build_train_batches(dataset, *, batch_size: int, seed: int, collate_fn: Callable, start_iter: int = 0,

@@ -91,3 +91,27 @@ def test_the_textures_set_is_seeded_and_balanced(tmp_path):
     for image, label in a:
         means[label].append(torch.from_numpy(np.asarray(image, dtype=np.float32)).reshape(-1, 3).mean(0))
     assert all(torch.cdist(torch.stack(m), torch.stack(m)).max() > 30 for m in means.values())
+
+
+def test_seeded_augmentations_depend_on_seed_epoch_and_index_only(tmp_path):
+    """A seeded set's random transform of sample i in epoch e is the reference transform under
+    torch.manual_seed(hash((seed, e, i)) & 0x7FFFFFFF), whatever was drawn before, and the caller's RNG stays put."""
+    from torchvision.transforms import v2
+
+    data = tiny_textures(tmp_path)
+    transform = v2.Compose([v2.PILToTensor(), v2.RandomResizedCrop(24, antialias=True), v2.RandomHorizontalFlip()])
+    images = open_labelled_images(data["train"], what="DATASETS.TRAIN", transform=transform, seed=7)
+    images.set_epoch(2)
+    torch.manual_seed(123)
+    first = images[5][0]
+    torch.rand(10)
+    again = images[5][0]
+    after = torch.rand(3)
+    torch.manual_seed(123)
+    torch.rand(10)
+    assert torch.equal(after, torch.rand(3))  # the samples drew nothing from the caller's RNG
+    torch.manual_seed(hash((7, 2, 5)) & 0x7FFFFFFF)
+    reference = transform(images.load(5))
+    assert torch.equal(first, reference) and torch.equal(again, reference)
+    images.set_epoch(3)
+    assert not torch.equal(images[5][0], reference)  # a new epoch, new crops

@@ -72,14 +72,18 @@ def _losses(output_dir):
         return [(r["iter"], r["loss"]) for r in map(json.loads, handle) if "loss" in r]
 
 
-def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(tmp_path, workers):
+    """Also with loader workers: each sample's augmentations are drawn from (SEED, epoch, index) and the batch mix
+    in the main process, so workers started afresh mid-epoch draw what the uninterrupted run drew, and the run
+    with 2 workers, interrupted and resumed, equals the uninterrupted one without workers."""
     data = tiny_textures(tmp_path / "data")
     opts = ("SOLVER.MAX_ITER", "5", "INPUT.AUTO_AUGMENT", "ta_wide", "INPUT.MIXUP_ALPHA", "0.2",
             "INPUT.CUTMIX_ALPHA", "1.0", "INPUT.RANDOM_ERASE", "0.25", "SOLVER.TEST_AFTER_TRAIN", "False",
             "MODEL_EMA.ENABLED", "True")
     straight = tiny_cfg(data, str(tmp_path / "straight"), *opts)
     ClassificationTrainer(straight, model_fn=lambda cfg: build_classifier(cfg, 6)).train()
-    broken = tiny_cfg(data, str(tmp_path / "broken"), *opts)
+    broken = tiny_cfg(data, str(tmp_path / "broken"), *opts, "DATALOADER.NUM_WORKERS", str(workers))
     with pytest.raises(Interrupted):
         ClassificationTrainer(broken, model_fn=_dies_at(4)).train()  # in iteration 4, after checkpoint 2
     resumed = ClassificationTrainer(broken, model_fn=lambda cfg: build_classifier(cfg, 6), resume=True)

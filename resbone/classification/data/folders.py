@@ -4,8 +4,9 @@ classes differ.
 
 Anchor: torchvision.datasets.ImageFolder (class names = the sorted sub-folder names, label = their index,
 IMG_EXTENSIONS); the file form holds `path,label` lines (a `path,label` header is allowed; `path label`
-in a .txt), paths relative to the file's folder, class names = the sorted label names. Proven by
-tests/classification/test_data.py.
+in a .txt), paths relative to the file's folder, class names = the sorted label names. With a `seed`, the
+transform's random draws are a function of (seed, epoch, index) (resbone.engine.data.seeded_sample). Proven by
+tests/classification/test_data.py and tests/classification/test_task.py (resume with loader workers).
 """
 from __future__ import annotations
 
@@ -17,17 +18,24 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from resbone.engine.data import seeded_sample
+
 __all__ = ["LabelledImages", "check_same_classes", "open_labelled_images"]
 
 
 class LabelledImages(torch.utils.data.Dataset):
     """(image, label) pairs; `samples` [(path, label)], `classes` (class names), `transform` applied to the
-    RGB PIL image. An unreadable image raises a ValueError naming its path."""
+    RGB PIL image. An unreadable image raises a ValueError naming its path. With `seed` (an int), the transform
+    of sample i in epoch e (`set_epoch`) draws its randomness from (seed, e, i) alone."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], classes: Sequence[str], *, source: str,
-                 transform: Callable | None = None) -> None:
+                 transform: Callable | None = None, seed: int | None = None) -> None:
         self.samples, self.classes, self.source, self.transform = list(samples), list(classes), source, transform
         self.targets = [label for _, label in self.samples]
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     @property
     def class_names(self) -> list[str]:
@@ -47,20 +55,27 @@ class LabelledImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         image = self.load(index)
-        return (self.transform(image) if self.transform else image), self.samples[index][1]
+        if self.transform is not None and self.seed is not None:
+            with seeded_sample(self.seed, self.epoch, index):
+                image = self.transform(image)
+        elif self.transform is not None:
+            image = self.transform(image)
+        return image, self.samples[index][1]
 
 
-def open_labelled_images(source: str, *, what: str, transform: Callable | None = None) -> LabelledImages:
+def open_labelled_images(source: str, *, what: str, transform: Callable | None = None,
+                         seed: int | None = None) -> LabelledImages:
     """The set at `source`: an ImageFolder root, or a .csv / .txt file of `path,label` lines. `what` names the
-    config key in errors (e.g. DATASETS.TRAIN)."""
+    config key in errors (e.g. DATASETS.TRAIN); `seed`: see LabelledImages."""
     if not source:
         raise ValueError(f"{what} is empty; give an image folder (one sub-folder per class) or a .csv file of "
                          "`path,label` lines")
-    if os.path.isdir(source):
-        return _from_folder(source, what=what, transform=transform)
-    if os.path.isfile(source):
-        return _from_file(source, what=what, transform=transform)
-    raise ValueError(f"{what} {source} does not exist; give an image folder or a .csv / .txt file")
+    if not os.path.exists(source):
+        raise ValueError(f"{what} {source} does not exist; give an image folder or a .csv / .txt file")
+    read = _from_folder if os.path.isdir(source) else _from_file
+    images = read(source, what=what, transform=transform)
+    images.seed = seed
+    return images
 
 
 def _from_folder(root: str, *, what: str, transform: Callable | None) -> LabelledImages:
