@@ -40,7 +40,7 @@ demo: $(STAMP)
 
 # The second demo: resnet18 trained from scratch on the generated textures set (6 classes that need shape AND
 # texture, 64 px), then Acc@1 / Acc@5 with a confusion matrix and a grid of validation images with their top-3
-# classes; 5 min 33 s on the shared 2-core machine with one thread, val Acc@1 94.4% (docs/classification.md).
+# classes; 6 min 28 s on the shared 2-core machine with one thread, val Acc@1 96.9% (docs/classification.md).
 demo-classify: $(STAMP)
 	$(VENV)/bin/resbone data textures --out datasets/textures
 	$(VENV)/bin/resbone train --threads 1 classification/textures_resnet18 \
