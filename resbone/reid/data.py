@@ -21,6 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from resbone.engine.data import seeded_sample
 from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["NAMINGS", "SPLITS", "ReidImages", "ReidItem", "parse_name", "read_reid_folder", "reid_transforms"]
@@ -100,11 +101,18 @@ def reid_transforms(size: Sequence[int] = (256, 128), *, train: bool, padding: i
 
 
 class ReidImages(Dataset):
-    """`items` as (image tensor, label, pid, camid): label is the training class (-1 outside training)."""
+    """`items` as (image tensor, label, pid, camid): label is the training class (-1 outside training). With
+    `seed` (an int), the transform of item i in epoch e (`set_epoch`) draws its randomness from (seed, e, i)
+    alone, so a resumed run sees the same augmentations with any number of loader workers."""
 
-    def __init__(self, items: Sequence[ReidItem], transform: Callable | None = None) -> None:
+    def __init__(self, items: Sequence[ReidItem], transform: Callable | None = None, *,
+                 seed: int | None = None) -> None:
         self.items = list(items)
         self.transform = transform or reid_transforms(train=False)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.items)
@@ -112,7 +120,12 @@ class ReidImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
         item = self.items[index]
         with Image.open(item.path) as image:
-            tensor = self.transform(image.convert("RGB"))
+            image = image.convert("RGB")
+        if self.seed is None:
+            tensor = self.transform(image)
+        else:
+            with seeded_sample(self.seed, self.epoch, index):
+                tensor = self.transform(image)
         return tensor, item.label, item.pid, item.camid
 
     @property

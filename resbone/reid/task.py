@@ -74,7 +74,7 @@ class ReidTask(Task):
             read_reid_folder(root, cfg.DATASETS.NAMING)
         transform = reid_transforms(tuple(cfg.INPUT.SIZE), train=True, padding=cfg.INPUT.PADDING,
                                     flip=cfg.INPUT.HFLIP_PROB, erasing=cfg.INPUT.RANDOM_ERASE)
-        return ReidImages(splits["train"], transform)
+        return ReidImages(splits["train"], transform, seed=cfg.SEED)
 
     def batch_sampler(self, cfg, train_set: ReidImages, batch_size: int) -> PKSampler:
         k = cfg.DATALOADER.NUM_INSTANCE

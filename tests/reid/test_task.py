@@ -96,11 +96,14 @@ def _dies_at(n: int):
     return model_fn
 
 
-def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(reid_set, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(reid_set, tmp_path, workers):
+    # the resumed run with loader workers against an uninterrupted run without: augmentations (flip, pad-crop,
+    # erasing) are seeded per (SEED, epoch, index), not by whichever worker drew the item
     opts = ("SOLVER.MAX_ITER", "5", "SOLVER.TEST_AFTER_TRAIN", "False", "MODEL_EMA.ENABLED", "True")
     straight = tiny_cfg(reid_set, tmp_path / "straight", *opts)
     ReidTrainer(straight).train()
-    broken = tiny_cfg(reid_set, tmp_path / "broken", *opts)
+    broken = tiny_cfg(reid_set, tmp_path / "broken", *opts, "DATALOADER.NUM_WORKERS", str(workers))
     with pytest.raises(Interrupted):
         ReidTrainer(broken, model_fn=_dies_at(4)).train()  # in iteration 4, after checkpoint 2
     resumed = ReidTrainer(broken, model_fn=lambda cfg: build_reid_model(cfg, 6), resume=True)
