@@ -120,8 +120,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_allow_missing_arg(p)
     _add_threads_arg(p)
     _add_compile_arg(p)
-    p.add_argument("--int8", action="store_true", help="detection: quantize the network to int8 first (CPU; "
-                                                       "calibrated on 8 batches of DATASETS.TRAIN[0])")
+    p.add_argument("--int8", action="store_true", help="detection and classification: quantize the network to "
+                   "int8 first (CPU; calibrated on 8 test-time batches of DATASETS.TRAIN)")
     p.set_defaults(func=_run_eval)
 
 
@@ -132,9 +132,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     parts = _parts(cfg)
     try:
         int8 = dict(int8=True) if args.int8 else {}
-        if int8 and (cfg.TASK or "detection") != "detection":
-            raise ValueError(f"--int8 evaluates a detector; {args.config} is a {cfg.TASK} config "
-                             "(`resbone quantize` makes an int8 classifier)")
+        if int8 and (cfg.TASK or "detection") not in ("detection", "classification"):
+            raise ValueError(f"--int8 evaluates a detector or a classifier; {args.config} is a {cfg.TASK} config")
         results = parts.evaluate_weights(cfg, args.weights, allow_missing=args.allow_missing, threads=args.threads,
                                          **int8)
         if distributed.is_main_process():

@@ -9,13 +9,11 @@ batches, and survive TorchScript and ONNX (QDQ, run by onnxruntime).
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from resbone.deploy.quantize import (
     DetectorNetwork,
@@ -28,48 +26,6 @@ from resbone.deploy.quantize import (
     save_quantized,
 )
 from resbone.models.registry import create_model
-
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-
-def shape_crops(root: str, split: str, num_images: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every object of a generated shapes split, cropped to its box, resized, normalized; its class."""
-    from resbone.detection.data.dataset import read_image
-    from resbone.detection.data.shapes import generate_shapes_split
-
-    with open(generate_shapes_split(root, split, num_images=num_images, image_size=64)) as f:
-        annotations = json.load(f)["annotations"]
-    images, labels = [], []
-    for a in annotations:
-        x, y, w, h = a["bbox"]
-        if min(w, h) < 6:  # a sliver left by occlusion shows no shape
-            continue
-        crop = read_image(os.path.join(root, split, f"{a['image_id']:06d}.png"))[:, y:y + h, x:x + w]
-        images.append(F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True)[0])
-        labels.append(a["category_id"] - 1)
-    return (torch.stack(images) - MEAN) / STD, torch.tensor(labels)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(float resnet18 trained on shape crops, calibration batches, validation crops, labels)."""
-    root = str(tmp_path_factory.mktemp("shapes"))
-    train_x, train_y = shape_crops(root, "train", 80)
-    val_x, val_y = shape_crops(root, "val", 30)
-    torch.manual_seed(0)
-    model = create_model("resnet18", num_classes=3)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(45):
-        index = torch.randint(0, len(train_y), (32,), generator=g)
-        loss = F.cross_entropy(model(train_x[index]), train_y[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    calibration = list(train_x[:128].split(32))
-    return model, calibration, val_x, val_y
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
