@@ -103,7 +103,9 @@ def quantize_for_eval(cfg, model: nn.Module, *, batches: int = 8) -> nn.Module:
     chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:batches * cfg.TEST.IMS_PER_BATCH]
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()),
                                          batch_size=cfg.TEST.IMS_PER_BATCH)
-    return quantize(model.cpu().eval(), loader)
+    int8 = quantize(model.cpu().eval(), loader)
+    logger.info("int8 (%s engine): calibrated on %d images of %s", int8.backend, len(chosen), cfg.DATASETS.TRAIN)
+    return int8
 
 
 def _image_files(paths: Sequence[str]) -> list[str]:

@@ -242,3 +242,28 @@ def test_the_float_model_is_left_as_it_was(rng):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     quantize(model, [torch.randn(2, 3, 32, 32, generator=rng)])
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_same_int8_kernels_as_torchvision_quantized_resnet(rng):
+    """resbone's FX graph runs what torchvision's eager quantized resnet runs, kernel for kernel: one input
+    quantize, Conv+BN+ReLU as one int8 conv_relu, the residual add and ReLU as one add_relu, int8 pooling and
+    linear, one dequantize; no stray quantize / dequantize pair and no float op left in between."""
+    from bench.int8 import op_profile, torchvision_int8
+
+    model = create_model("resnet18").eval()
+    batches = [torch.randn(2, 3, 32, 32, generator=rng)]
+    ours, theirs = quantize(model, batches), torchvision_int8("resnet18", model, batches)
+
+    def kernels(int8) -> dict[str, int]:
+        def step():
+            with torch.inference_mode():
+                return int8(batches[0])
+        return {op: calls for op, (calls, _) in op_profile(step).items()
+                if op.startswith(("quantized::", "aten::quantize", "aten::dequantize", "aten::quantized_",
+                                  "aten::_adaptive_avg_pool2d", "aten::conv", "aten::add", "aten::relu",
+                                  "aten::linear", "aten::max_pool2d"))}
+
+    found = kernels(ours)
+    assert found == kernels(theirs)
+    assert found["quantized::conv2d_relu"] == 9 and found["quantized::add_relu"] == 8  # 8 BasicBlocks
+    assert found["aten::quantize_per_tensor"] == 1 and found["aten::dequantize"] == 1
