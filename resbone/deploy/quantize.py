@@ -5,11 +5,15 @@ Anchor: torchvision's `models/quantization` (quantized ResNet / ResNeXt / Mobile
 observe activations on calibration batches, convert with the `x86` qconfig (per-channel symmetric weights,
 histogram-observed activations). Reference test: tests/deploy/test_quantize.py (a trained classifier's int8
 outputs against its float outputs and against torchvision's own quantized resnet18 given the same float
-weights and calibration batches; the shapes detector's detections).
+weights and calibration batches, kernel for kernel the same int8 ops; the shapes detector's detections).
 
 The one API choice lives here. torch 2.14.1 keeps `torch.ao.quantization`'s FX graph mode
-(`prepare_fx` / `convert_fx`), which traces resbone's models unmodified (no QuantStub / FloatFunctional
-edits as torchvision's eager flow needs). `torch.ao.quantization.quantize_pt2e` is gone from torch 2.14.1,
+(`prepare_fx` / `convert_fx`, `prepare_qat_fx` for resbone.deploy.qat), which traces resbone's models
+unmodified (no QuantStub / FloatFunctional edits as torchvision's eager flow needs) and ends in the same
+kernels as that flow: one input quantize, Conv+BN+ReLU as one `quantized::conv2d_relu`, the residual add and
+its ReLU as one `quantized::add_relu` (torchvision's FloatFunctional.add_relu), one dequantize (bench.backbone
+--int8 --profile prints both graphs op by op; FX adds only a scalar read of each add's output scale).
+`torch.ao.quantization.quantize_pt2e` is gone from torch 2.14.1,
 and torchao 0.18.0's `X86InductorQuantizer` + `prepare_pt2e` failed on torch 2.14.1's exported resnet50
 ("Input partition has more than one output node", issue 21; measured again here with torchao 0.18.0 on
 resbone's and torchvision's resnet18 alike). What replaces this module once that works:
