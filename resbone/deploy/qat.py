@@ -66,7 +66,8 @@ def quantize_qat(model: nn.Module, loader: Any, *, steps: int, backend: str = "x
     loader: a DataLoader or a list of (images, labels) batches, gone over again until `steps` SGD steps are
     made (torchvision's recipe: lr 1e-4, momentum 0.9, weight decay 1e-4). Batch-norm statistics freeze from
     step `freeze_bn_after` (default steps // 2) and the quantization ranges from `freeze_observers_after`
-    (default 2 * steps // 3). backend: as `quantize`'s. The result is what `quantize` returns (`backend`,
+    (default 2 * steps // 3); until then every norm trains, FrozenBatchNorm2d too (as an nn.BatchNorm2d, the
+    form torch's Conv+BN QAT modules take). backend: as `quantize`'s. The result is what `quantize` returns (`backend`,
     `float_parts`; save it with `save_quantized`) and carries `qat_losses`, the loss of each step."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"quantize_qat expects an nn.Module, got {type(model).__name__}")

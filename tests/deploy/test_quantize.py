@@ -19,6 +19,7 @@ from resbone.deploy.quantize import (
     DetectorNetwork,
     cpu_int8_features,
     cpu_int8_line,
+    default_backend,
     load_quantized,
     qconfig_mapping,
     quantize,
@@ -235,6 +236,12 @@ def test_cpu_int8_features_reads_cpuinfo(tmp_path):
     assert cpu_int8_features(str(info)) == {"avx2": True, "avx512f": True, "avx512_vnni": True,
                                             "avx_vnni": False, "amx_int8": False}
     assert not any(cpu_int8_features(str(tmp_path / "none")).values())
+    # backend="auto": oneDNN where AVX-512 VNNI or AMX (measured fastest there), x86 on AVX2-only CPUs
+    assert default_backend(str(info)) == "onednn"
+    info.write_text("flags\t\t: fpu avx2\n")
+    assert default_backend(str(info)) == "x86"
+    info.write_text("flags\t\t: avx2 amx_int8\n")
+    assert default_backend(str(info)) == "onednn"
 
 
 def test_the_float_model_is_left_as_it_was(rng):
