@@ -4,6 +4,7 @@
     python -m bench.backbone --profile        # and the top ops of an inference pass and a train step
     python -m bench.backbone --quick          # a tiny run for smoke tests (numbers meaningless)
     python -m bench.backbone --int8           # and int8 (bench.int8): resbone per engine, torchvision's quantized
+    python -m bench.backbone --int8 --profile # and the two x86 int8 graphs op by op (calls, self CPU ms)
 
 Inference: torchvision, timm and resbone eager; torch.compile(torchvision) with the options of resbone's fast
 path (inductor freezing; `--mode`); resbone's fast path, `resbone.deploy.prepare_for_inference(compile=True)`
@@ -151,7 +152,11 @@ def int8_section(args, models: dict[str, nn.Module], compiled: nn.Module | None,
 
     steps = int8.backbone_steps(args.arch, {k: m.cpu() for k, m in models.items()}, compiled, x, args.calib_batches)
     note = f"int8 vs float32 torchvision eager, logits: {int8.output_gaps(steps)}"
-    seconds = time_interleaved(steps, warmup=args.warmup, repeats=args.repeats, device=torch.device("cpu"))
+    # the int8 rows are ~5x cheaper than float32's: more repeats for the same confidence in their ratio
+    seconds = time_interleaved(steps, warmup=args.warmup, repeats=args.int8_repeats, device=torch.device("cpu"))
+    if args.profile:
+        note += ("\nint8 op by op, one call each (torch.profiler):\n"
+                 + int8.op_comparison(steps, ["torchvision int8 (x86)", "resbone int8 (x86)"]))
     return Section(f"{args.arch} int8 inference (CPU), batch {args.batch}x3x{args.size}x{args.size}", args.batch,
                    seconds), note
 
@@ -164,9 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--int8", action="store_true", help="an int8 section (CPU): resbone.deploy.quantize per "
                         "quantized engine, torchvision's quantized model, float32 eager and compiled")
     parser.add_argument("--calib-batches", type=int, default=4, help="int8 calibration batches (default 4)")
+    parser.add_argument("--int8-repeats", type=int, default=15, help="timed repeats of the int8 section (default 15)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.size, args.warmup, args.repeats, args.calib_batches = 2, 32, 0, 1, 1
+        args.batch, args.size, args.warmup, args.repeats, args.calib_batches, args.int8_repeats = 2, 32, 0, 1, 1, 1
     device = setup(args)
     with Machine() as machine:
         peak_flops, peak_line = peak(args, device)

@@ -8,7 +8,7 @@ ones): every figure is printed with the CPU's int8 features (resbone.deploy.quan
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -82,6 +82,7 @@ def fcos_network_steps(models: dict[str, nn.Module], images: list[torch.Tensor],
                        batches: int) -> dict[str, Callable[[], object]]:
     """The dense network (backbone, FPN, head) of torchvision's and resbone's FCOS in float32 and resbone's
     int8 network per engine, on the batch resbone's transform makes of `images`."""
+    from resbone.deploy.detector_network import DetectorNetwork
     from resbone.deploy.quantize import quantize
 
     ours = models["resbone eager"]
@@ -93,12 +94,13 @@ def fcos_network_steps(models: dict[str, nn.Module], images: list[torch.Tensor],
             features = list(theirs.backbone(batch).values())
             return theirs.head(features)
 
-    steps = {"torchvision eager": torchvision_network, "resbone eager": int8_step(ours.forward_network, "x86", batch)}
+    # the float network as quantize sees it (DetectorNetwork: the detector's own, head unrolled per level)
+    steps = {"torchvision eager": torchvision_network, "resbone eager": int8_step(DetectorNetwork(ours), "x86", batch)}
     calib = [list(images)] + [[torch.rand(im.shape, generator=torch.Generator().manual_seed(i)) for im in images]
                               for i in range(batches - 1)]
     for engine in engines():
         int8 = quantize(ours, calib, backend=engine)  # a copy, the network int8
-        steps[f"resbone int8 ({engine})"] = int8_step(int8.forward_network, engine, batch)
+        steps[f"resbone int8 ({engine})"] = int8_step(int8.int8_network, engine, batch)
     return steps
 
 
@@ -110,3 +112,28 @@ def output_gaps(steps: dict[str, Callable[[], object]]) -> str:
     return "; ".join(f"{name}: max |diff| {float((out - ref).abs().max()):.3f}, top-1 agreement "
                      f"{float((out.argmax(1) == ref.argmax(1)).float().mean()):.0%}"
                      for name, out in outputs.items() if name != "torchvision eager")
+
+
+def op_profile(step: Callable[[], object]) -> dict[str, tuple[int, float]]:
+    """{op: (calls, self CPU ms)} of one call of `step` (torch.profiler), after one call to warm up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    return {e.key: (e.count, e.self_cpu_time_total / 1e3) for e in prof.key_averages()}
+
+
+def op_comparison(steps: dict[str, Callable[[], object]], names: Sequence[str], *, rows: int = 12) -> str:
+    """The int8 contenders `names` op by op: calls and self CPU ms of each op in one call, ops by the first
+    contender's time (where two int8 graphs differ, the op or its count shows it)."""
+    profiles = {name: op_profile(steps[name]) for name in names}
+    ops = sorted(set().union(*profiles.values()), key=lambda op: -max(p.get(op, (0, 0.0))[1] for p in
+                                                                      profiles.values()))[:rows]
+    width = max(len(op) for op in ops)
+    lines = [f"{'op':{width}}  " + "  ".join(f"{name + ' calls, ms':>34}" for name in names)]
+    for op in ops:
+        cells = [f"{profiles[n].get(op, (0, 0.0))[0]:>25} {profiles[n].get(op, (0, 0.0))[1]:8.1f}" for n in names]
+        lines.append(f"{op:{width}}  " + "  ".join(cells))
+    totals = "  ".join(f"{sum(ms for _, ms in profiles[n].values()):>34.1f}" for n in names)
+    return "\n".join([*lines, f"{'total self CPU ms':{width}}  {totals}"])

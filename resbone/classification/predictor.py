@@ -75,19 +75,38 @@ def _without_weight(cfg):
 
 
 def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads: int | None = None,
-                     out_dir: str | None = None) -> EvalResults:
+                     out_dir: str | None = None, int8: bool = False) -> EvalResults:
     """Acc@1 / Acc@5, per-class accuracy and the confusion matrix of a checkpoint on every DATASETS.TEST set
-    (confusion PNGs into `out_dir` when given)."""
+    (confusion PNGs into `out_dir` when given). int8: the classifier quantized first (quantize_for_eval)."""
     if not cfg.DATASETS.TEST:
         raise ValueError("DATASETS.TEST is empty; name the image folders to evaluate, e.g. "
                          "DATASETS.TEST \"('datasets/textures/val',)\"")
     device = start_process(cfg, threads=threads)
     model, class_names, partial = load_classifier(cfg, weights, allow_missing=allow_missing)
-    model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                             channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward")
+    if int8:
+        model, device = quantize_for_eval(cfg, model), torch.device("cpu")
+    else:
+        model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
+                                 channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward")
     results = EvalResults(evaluate_sets(cfg, model, device, class_names, out_dir=out_dir))
     results.partial_weights = partial
     return results
+
+
+def quantize_for_eval(cfg, model: nn.Module, *, batches: int = 8) -> nn.Module:
+    """The classifier as int8 (resbone.deploy.quantize, CPU), calibrated on `batches` batches of TEST.IMS_PER_BATCH
+    images drawn at random (seed 0) from DATASETS.TRAIN through the eval transform: training images, not the
+    evaluated ones, of every class (the folder lists them class by class)."""
+    from resbone.deploy import quantize
+
+    dataset = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN (int8 calibration)",
+                                   transform=build_eval_transform(cfg, model_pretrained_cfg(cfg.MODEL.NAME)))
+    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:batches * cfg.TEST.IMS_PER_BATCH]
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, chosen.tolist()),
+                                         batch_size=cfg.TEST.IMS_PER_BATCH)
+    int8 = quantize(model.cpu().eval(), loader)
+    logger.info("int8 (%s engine): calibrated on %d images of %s", int8.backend, len(chosen), cfg.DATASETS.TRAIN)
+    return int8
 
 
 def _image_files(paths: Sequence[str]) -> list[str]:

@@ -3,13 +3,17 @@ images, written as TorchScript (resbone.deploy.quantize; loaded back with `load_
 
     resbone quantize resnet50 --checkpoint w.pth --calib images/ --out resnet50_int8.pt
     resbone quantize my_fcos.yaml --checkpoint model_final.pth --calib val/ --out fcos_int8.pt
+    resbone quantize resnet18 --checkpoint w.pth --set num_classes=6 --calib train/ --qat-steps 60 --out q.pt
+
+--qat-steps N: quantization-aware training (resbone.deploy.quantize_qat) on --calib as a labelled image folder
+(one sub-folder per class, torchvision's ImageFolder), N SGD steps of --batch images, instead of calibration.
 """
 from __future__ import annotations
 
 import argparse
 import os
 
-__all__ = ["QUANTIZE_COMMANDS"]
+__all__ = ["QUANTIZE_COMMANDS", "calibration_images", "labelled_loader"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -29,6 +33,9 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
                    help="a classifier's input (resize + center crop as timm's eval transform); a detector "
                         "resizes as its config says")
     p.add_argument("--backend", choices=("auto", *BACKENDS), default="x86", help="quantized engine (default x86)")
+    p.add_argument("--qat-steps", type=int, default=0, metavar="N", help="a classifier: N steps of quantization-"
+                   "aware training on --calib as a folder of class sub-folders (default 0: post-training only)")
+    p.add_argument("--qat-lr", type=float, default=1e-4, help="QAT's SGD learning rate (default 1e-4, torchvision's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model argument (YAML value), or a detector's config key")
     p.set_defaults(func=_run_quantize)
@@ -47,19 +54,55 @@ def calibration_images(folder: str, limit: int) -> list[str]:
 
 
 def _classifier_batches(model, paths: list[str], size: tuple[int, int], batch: int) -> list:
-    """timm's eval transform (resize to size / crop_pct, center crop, normalize with the model's mean/std)."""
+    """The images of `paths` through `_classifier_transform`, in batches."""
     import torch
-    from torchvision.transforms import v2
 
     from resbone.detection.data.dataset import read_image
+
+    transform = _classifier_transform(model, size)
+    images = [transform(read_image(p)) for p in paths]
+    return [torch.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
+
+
+def _classifier_transform(model, size: tuple[int, int]):
+    """timm's eval transform (resize to size / crop_pct, center crop, normalize with the model's mean/std)."""
+    from torchvision.transforms import v2
+
     from resbone.models.base import IMAGENET_MEAN, IMAGENET_STD
 
     cfg = getattr(model, "pretrained_cfg", {})
     crop_pct = cfg.get("crop_pct", 0.875)
-    transform = v2.Compose([v2.Resize([int(s / crop_pct) for s in size], antialias=True), v2.CenterCrop(size),
-                            v2.Normalize(cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))])
-    images = [transform(read_image(p)) for p in paths]
-    return [torch.stack(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return v2.Compose([v2.Resize([int(s / crop_pct) for s in size], antialias=True), v2.CenterCrop(size),
+                       v2.Normalize(cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))])
+
+
+def labelled_loader(model, folder: str, size: tuple[int, int], batch: int):
+    """A shuffled (seed 0) DataLoader of the labelled image folder `folder` (torchvision's ImageFolder: one
+    sub-folder per class) through `_classifier_transform`; a clear error where its classes do not fit the model."""
+    import torch
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import v2
+
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"--calib {folder!r} is not a folder of class sub-folders")
+    transform = v2.Compose([v2.ToImage(), v2.ToDtype(torch.float32, scale=True), _classifier_transform(model, size)])
+    dataset = ImageFolder(folder, transform=transform)
+    if getattr(model, "num_classes", len(dataset.classes)) != len(dataset.classes):
+        raise ValueError(f"--calib {folder!r} holds {len(dataset.classes)} classes, the model {model.num_classes}: "
+                         "give --set num_classes=N and the weights of a classifier of those classes")
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True,
+                                       generator=torch.Generator().manual_seed(0))
+
+
+def _qat(model, args: argparse.Namespace):
+    """(int8 model, example batch, images used) by quantization-aware training on the labelled folder --calib."""
+    from resbone.deploy import quantize_qat
+
+    loader = labelled_loader(model, args.calib, tuple(args.input_size), args.batch)
+    int8 = quantize_qat(model, loader, steps=args.qat_steps, backend=args.backend, lr=args.qat_lr)
+    print(f"quantization-aware training: {args.qat_steps} steps of {args.batch} images, loss "
+          f"{int8.qat_losses[0]:.3f} -> {int8.qat_losses[-1]:.3f}")
+    return int8, next(iter(loader))[0], len(loader.dataset)
 
 
 def _build(args: argparse.Namespace):
@@ -91,32 +134,46 @@ def _run_quantize(args: argparse.Namespace) -> int:
     import torch
 
     from resbone.deploy.quantize import cpu_int8_line, float_parts_summary, quantize, save_quantized
-    from resbone.detection.data.dataset import read_image
 
-    if args.batch < 1:
-        raise ValueError(f"--batch must be >= 1, got {args.batch}")
-    paths = calibration_images(args.calib, args.calib_images)
+    if args.batch < 1 or args.qat_steps < 0:
+        raise ValueError(f"--batch must be >= 1 and --qat-steps >= 0, got {args.batch} and {args.qat_steps}")
     model, detector = _build(args)
     model = model.cpu().eval()
-    if detector:
-        images = [read_image(p) for p in paths]
-        batches = [images[i:i + args.batch] for i in range(0, len(images), args.batch)]
-        example = model.transform(batches[0])[0]
+    if args.qat_steps and detector:
+        raise ValueError("--qat-steps fine-tunes a classifier; a detector is quantized after training (no --qat-steps)")
+    if args.qat_steps:
+        int8, example, count = _qat(model, args)
+        batches = [example]
     else:
-        batches = _classifier_batches(model, paths, tuple(args.input_size), args.batch)
-        example = batches[0]
-    int8 = quantize(model, batches, backend=args.backend)
-    path = save_quantized(int8, args.out, example, meta={"model": args.name, "calibration_images": len(paths)})
+        batches, example, count = _calibration(model, detector, args)
+        int8 = quantize(model, batches, backend=args.backend)
+    path = save_quantized(int8, args.out, example, meta={"model": args.name, "calibration_images": count,
+                                                         "qat_steps": args.qat_steps})
     network = int8.int8_network if detector else int8
-    print(f"wrote {path}: {args.name} int8 ({network.backend}), calibrated on {len(paths)} images of {args.calib}")
+    print(f"wrote {path}: {args.name} int8 ({network.backend}), {'fine-tuned' if args.qat_steps else 'calibrated'} "
+          f"on {count} images of {args.calib}")
     if not detector and getattr(model, "num_classes", None):
         with torch.no_grad():
             same = sum(int((model(b).argmax(-1) == int8(b).argmax(-1)).sum()) for b in batches)
-        print(f"top-1 agreement with float32 on the calibration images: {same}/{len(paths)}")
+        print(f"top-1 agreement with float32 on the {'first batch' if args.qat_steps else 'calibration images'}: "
+              f"{same}/{sum(len(b) for b in batches)}")
     if network.float_parts:
         print(f"kept float (no int8 kernel): {float_parts_summary(network.float_parts)}")
     print(cpu_int8_line())
     return 0
+
+
+def _calibration(model, detector: bool, args: argparse.Namespace) -> tuple[list, object, int]:
+    """(calibration batches, an example batch, images used) from the images of --calib."""
+    from resbone.detection.data.dataset import read_image
+
+    paths = calibration_images(args.calib, args.calib_images)
+    if detector:
+        images = [read_image(p) for p in paths]
+        batches = [images[i:i + args.batch] for i in range(0, len(images), args.batch)]
+        return batches, model.transform(batches[0])[0], len(paths)
+    batches = _classifier_batches(model, paths, tuple(args.input_size), args.batch)
+    return batches, batches[0], len(paths)
 
 
 QUANTIZE_COMMANDS = (_add_quantize,)

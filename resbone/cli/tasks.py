@@ -127,8 +127,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     _add_allow_missing_arg(p)
     _add_threads_arg(p)
     _add_compile_arg(p)
-    p.add_argument("--int8", action="store_true", help="detection: quantize the network to int8 first (CPU; "
-                                                       "calibrated on 8 batches of DATASETS.TRAIN[0])")
+    p.add_argument("--int8", action="store_true", help="detection and classification: quantize the network to "
+                   "int8 first (CPU; calibrated on 8 test-time batches of DATASETS.TRAIN)")
     p.add_argument("--out", default=None, metavar="FOLDER", help="classification / re-id: folder for the confusion "
                                                                  "matrix / ranked-list PNGs of each test set")
     p.set_defaults(func=_run_eval)
@@ -141,9 +141,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     parts = _parts(cfg)
     try:
         int8 = dict(int8=True) if args.int8 else {}
-        if int8 and (cfg.TASK or "detection") != "detection":
-            raise ValueError(f"--int8 evaluates a detector; {args.config} is a {cfg.TASK} config "
-                             "(`resbone quantize` makes an int8 classifier)")
+        if int8 and (cfg.TASK or "detection") not in ("detection", "classification"):
+            raise ValueError(f"--int8 evaluates a detector or a classifier; {args.config} is a {cfg.TASK} config")
         if args.out is not None and parts.name == "detection":
             raise ValueError("--out applies to classification and re-id configs; drop it for a detector")
         pictures = {} if args.out is None else dict(out_dir=args.out)

@@ -5,11 +5,15 @@ Anchor: torchvision's `models/quantization` (quantized ResNet / ResNeXt / Mobile
 observe activations on calibration batches, convert with the `x86` qconfig (per-channel symmetric weights,
 histogram-observed activations). Reference test: tests/deploy/test_quantize.py (a trained classifier's int8
 outputs against its float outputs and against torchvision's own quantized resnet18 given the same float
-weights and calibration batches; the shapes detector's detections).
+weights and calibration batches, kernel for kernel the same int8 ops; the shapes detector's detections).
 
 The one API choice lives here. torch 2.14.1 keeps `torch.ao.quantization`'s FX graph mode
-(`prepare_fx` / `convert_fx`), which traces resbone's models unmodified (no QuantStub / FloatFunctional
-edits as torchvision's eager flow needs). `torch.ao.quantization.quantize_pt2e` is gone from torch 2.14.1,
+(`prepare_fx` / `convert_fx`, `prepare_qat_fx` for resbone.deploy.qat), which traces resbone's models
+unmodified (no QuantStub / FloatFunctional edits as torchvision's eager flow needs) and ends in the same
+kernels as that flow: one input quantize, Conv+BN+ReLU as one `quantized::conv2d_relu`, the residual add and
+its ReLU as one `quantized::add_relu` (torchvision's FloatFunctional.add_relu), one dequantize (bench.backbone
+--int8 --profile prints both graphs op by op; FX adds only a scalar read of each add's output scale).
+`torch.ao.quantization.quantize_pt2e` is gone from torch 2.14.1,
 and torchao 0.18.0's `X86InductorQuantizer` + `prepare_pt2e` failed on torch 2.14.1's exported resnet50
 ("Input partition has more than one output node", issue 21; measured again here with torchao 0.18.0 on
 resbone's and torchvision's resnet18 alike). What replaces this module once that works:
@@ -29,24 +33,26 @@ resizing, location decoding and NMS run in float around the int8 network, as the
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
 
+from resbone.deploy.detector_network import DetectorNetwork
 from resbone.deploy.fuse import as_batch_norm
 from resbone.deploy.inference import is_detector
+from resbone.deploy.int8_cpu import cpu_int8_features, cpu_int8_line, default_backend, engines, has_vnni
 
 __all__ = ["BACKENDS", "DetectorNetwork", "attach_network", "cpu_int8_features", "cpu_int8_line", "default_backend",
            "float_parts_summary", "load_quantized", "qconfig_mapping", "quantize", "quantize_detector",
            "save_quantized"]
 
 BACKENDS = ("x86", "fbgemm", "onednn", "qnnpack")
-INT8_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def _float_module_types() -> tuple[type, ...]:
@@ -55,73 +61,6 @@ def _float_module_types() -> tuple[type, ...]:
     from resbone.layers.conv import DeformConv2dPack, ModulatedDeformConv2dPack
 
     return DeformConv2dPack, ModulatedDeformConv2dPack, ContextBlock, NonLocal2d, GeneralizedAttention
-
-
-def cpu_int8_features(cpuinfo: str = "/proc/cpuinfo") -> dict[str, bool]:
-    """Which int8-relevant instruction sets the CPU reports (x86 Linux; all False where unreadable)."""
-    try:
-        with open(cpuinfo, encoding="utf-8", errors="replace") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        flags = []
-    return {flag: flag in flags for flag in INT8_CPU_FLAGS}
-
-
-def cpu_int8_line() -> str:
-    """One line for every printed figure: the CPU's int8 features and torch's quantized engines."""
-    features = cpu_int8_features()
-    shown = " ".join(f"{k}{'+' if v else '-'}" for k, v in features.items())
-    return (f"CPU int8 features: {shown}; {os.cpu_count()} CPUs; quantized engines "
-            f"{[e for e in torch.backends.quantized.supported_engines if e != 'none']}")
-
-
-def default_backend() -> str:
-    """The engine this CPU runs int8 convolutions fastest with: oneDNN where AMX int8 exists (its AMX
-    kernels; torch's own advice for Sapphire Rapids), else `x86` (fbgemm's VNNI / AVX2 kernels, oneDNN for
-    some shapes). bench/backbone.py --int8-engines times them all side by side."""
-    return "onednn" if cpu_int8_features()["amx_int8"] and "onednn" in _engines() else "x86"
-
-
-def _engines() -> list[str]:
-    return list(torch.backends.quantized.supported_engines)
-
-
-class _LevelHead(nn.Module):
-    """The FCOS head (resbone.detection.fcos.FCOSHead.forward) on one pyramid level, with its own copy of the
-    shared towers: a quantized conv has one output scale, and the levels' activations differ in range."""
-
-    def __init__(self, head: nn.Module, level: int):
-        super().__init__()
-        self.cls_tower, self.bbox_tower = copy.deepcopy(head.cls_tower), copy.deepcopy(head.bbox_tower)
-        self.cls_logits, self.bbox_pred = copy.deepcopy(head.cls_logits), copy.deepcopy(head.bbox_pred)
-        self.centerness, self.scale = copy.deepcopy(head.centerness), copy.deepcopy(head.scales[level])
-        self.stride, self.centerness_on_reg = head.strides[level], head.centerness_on_reg
-        self.norm_reg_targets = head.norm_reg_targets
-
-    def forward(self, feature: torch.Tensor):
-        cls_feature, reg_feature = self.cls_tower(feature), self.bbox_tower(feature)
-        centerness = self.centerness(reg_feature if self.centerness_on_reg else cls_feature)
-        reg = self.scale(self.bbox_pred(reg_feature))
-        reg = torch.relu(reg) * self.stride if self.norm_reg_targets else torch.exp(reg)
-        return self.cls_logits(cls_feature), reg, centerness
-
-
-class DetectorNetwork(nn.Module):
-    """The dense part of an FCOS detector as one module: a normalized batch -> (logits, regression,
-    centerness) lists over the pyramid levels, what the detector's `forward_network` returns; the shared head
-    is unrolled into one copy per level (same weights) for quantization."""
-
-    def __init__(self, detector: nn.Module):
-        super().__init__()
-        self.backbone, self.fpn = detector.backbone, detector.fpn
-        self.heads = nn.ModuleList(_LevelHead(detector.head, level) for level in range(len(detector.head.strides)))
-        self.feature_indices = tuple(detector.feature_indices)
-
-    def forward(self, batch: torch.Tensor):
-        features = self.backbone(batch)
-        pyramid = self.fpn([features[i] for i in self.feature_indices])
-        outputs = [head(feature) for head, feature in zip(self.heads, pyramid)]
-        return tuple([level[k] for level in outputs] for k in range(3))
 
 
 def _first_tensor(item: Any, index: int) -> torch.Tensor:
@@ -171,9 +110,9 @@ def _check_backend(backend: str) -> str:
         return default_backend()
     if backend not in BACKENDS:
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, got {backend!r}")
-    if backend not in _engines():
+    if backend not in engines():
         raise ValueError(f"backend {backend!r} is not built into this torch (its quantized engines: "
-                         f"{[e for e in _engines() if e != 'none']})")
+                         f"{engines()})")
     return backend
 
 
@@ -206,19 +145,16 @@ def _with_batch_norms(model: nn.Module) -> nn.Module:
     return model
 
 
-def has_vnni() -> bool:
-    features = cpu_int8_features()
-    return features["avx512_vnni"] or features["avx_vnni"] or features["amx_int8"]
+def qconfig_mapping(backend: str, *, qat: bool = False):
+    """torch's default qconfig mapping for `backend` (per-channel symmetric int8 weights, uint8 activations:
+    histogram-observed, or fake-quantized with moving-average ranges for `qat`). x86 / fbgemm reduce
+    activations to 7 bits against an overflow of AVX2's u8*s8 multiply-add (vpmaddubsw saturates int16); VNNI
+    and AMX accumulate in int32, so there the full 8 bits are kept, as oneDNN's qconfig does: 8 bits cost
+    1.6 AP on the shapes demo, 7 bits 5.3. The bits change no kernel: the same int8 convolutions run."""
+    from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
 
-
-def qconfig_mapping(backend: str):
-    """torch's default static qconfig mapping for `backend` (per-channel symmetric int8 weights, histogram-
-    observed uint8 activations). x86 / fbgemm reduce activations to 7 bits against an overflow of AVX2's
-    u8*s8 multiply-add (vpmaddubsw saturates int16); VNNI and AMX accumulate in int32, so there the full 8
-    bits are kept, as oneDNN's qconfig does: 8 bits cost 1.6 AP on the shapes demo, 7 bits 5.3."""
-    from torch.ao.quantization import get_default_qconfig_mapping
-
-    return get_default_qconfig_mapping("onednn" if backend in ("x86", "fbgemm") and has_vnni() else backend)
+    default = get_default_qat_qconfig_mapping if qat else get_default_qconfig_mapping
+    return default("onednn" if backend in ("x86", "fbgemm") and has_vnni() else backend)
 
 
 def float_parts_summary(parts: Sequence[str], shown: int = 3) -> str:
@@ -231,34 +167,54 @@ def float_parts_summary(parts: Sequence[str], shown: int = 3) -> str:
                      for kind, names in by_type.items())
 
 
-def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend: str) -> nn.Module:
-    """FX graph mode: fold norms (FrozenBN too), fuse Conv(+ReLU), observe `batches`, convert to int8."""
-    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    torch.backends.quantized.engine = backend
-    model = _with_batch_norms(model)
-    kept = _float_module_types()
-    mapping = qconfig_mapping(backend)
-    for module_type in kept:
-        mapping.set_object_type(module_type, None)
-    custom = PrepareCustomConfig().set_non_traceable_module_classes(list(kept))
-    with warnings.catch_warnings():  # torch.ao's deprecation notices: the choice is documented above
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """torch.ao's deprecation notices: the choice of API is documented above."""
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.filterwarnings("ignore", "Please use quant_min and quant_max", UserWarning)
         warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel", UserWarning)
-        prepared = prepare_fx(model, mapping, (batches[0],), prepare_custom_config=custom)
-        with torch.no_grad():
-            for batch in batches:
-                prepared(batch)
-        quantized = convert_fx(prepared)
+        yield
+
+
+def _prepare(model: nn.Module, example: torch.Tensor, backend: str, *, qat: bool = False) -> nn.Module:
+    """FX graph mode's prepare (observers, or fake quantization for `qat`) with Conv+BN(+ReLU) fused; the
+    parts with no int8 kernel are left untraced and float."""
+    from torch.ao.quantization.fx.custom_config import PrepareCustomConfig
+    from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+
+    torch.backends.quantized.engine = backend
+    kept = _float_module_types()
+    mapping = qconfig_mapping(backend, qat=qat)
+    for module_type in kept:
+        mapping.set_object_type(module_type, None)
+    custom = PrepareCustomConfig().set_non_traceable_module_classes(list(kept))
+    with _quiet():
+        return (prepare_qat_fx if qat else prepare_fx)(model, mapping, (example,), prepare_custom_config=custom)
+
+
+def _convert(prepared: nn.Module, backend: str) -> nn.Module:
+    """The int8 graph of a prepared (observed or fake-quantized) one, with `backend` and `float_parts` noted."""
+    from torch.ao.quantization.quantize_fx import convert_fx
+
+    with _quiet():
+        quantized = convert_fx(prepared.eval())
     quantized.backend = backend
     quantized.float_parts = _float_parts(quantized)
     if quantized.float_parts:
         warnings.warn(f"int8: {len(quantized.float_parts)} part(s) have no int8 kernel and stay float inside the "
                       f"quantized graph ({float_parts_summary(quantized.float_parts)}; all in .float_parts)",
-                      stacklevel=3)
+                      stacklevel=4)
     return quantized
+
+
+def _quantize_module(model: nn.Module, batches: Sequence[torch.Tensor], backend: str) -> nn.Module:
+    """Post-training: fold norms (FrozenBN too), fuse Conv(+ReLU), observe `batches`, convert to int8."""
+    prepared = _prepare(_with_batch_norms(model), batches[0], backend)
+    with torch.no_grad(), _quiet():
+        for batch in batches:
+            prepared(batch)
+    return _convert(prepared, backend)
 
 
 def quantize(model: nn.Module, calibration: Any, *, backend: str = "x86",

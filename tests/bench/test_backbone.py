@@ -48,7 +48,9 @@ def test_quick_benchmark_with_the_compiled_contenders(capsys):
 def test_quick_int8_section_beside_float_and_torchvision_int8(capsys):
     from bench.int8 import engines
 
-    out = _run(capsys, "--no-compile", "--int8")
+    out = _run(capsys, "--no-compile", "--int8", "--profile")
     rows = parse_sections(out)["resnet18 int8 inference (CPU), batch 2x3x32x32"]
     assert set(rows) == {"torchvision eager", "torchvision int8 (x86)", *(f"resbone int8 ({e})" for e in engines())}
-    assert "resbone int8 (x86): max |diff|" in out and "CPU int8 features: avx2" in out
+    assert "resbone int8 (x86): max |diff|" in out and "int8 features: avx2" in out
+    table = out.split("int8 op by op")[1]  # both x86 graphs' kernels, op by op: 9 fused conv+ReLU each
+    assert re.search(r"quantized::conv2d_relu\s+9\s+[\d.]+\s+9\s+[\d.]+", table)

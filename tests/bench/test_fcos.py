@@ -35,4 +35,4 @@ def test_quick_benchmark_prints_every_row_and_the_same_detections(capsys):
                           r"max \|score diff\| (\S+), labels equal: True", out)
         assert match and int(match.group(1)) > 0, contender
         assert float(match.group(2)) < 1e-2 and float(match.group(3)) < 1e-4
-    assert "CPU int8 features: avx2" in out
+    assert "int8 features: avx2" in out

@@ -128,6 +128,9 @@ def test_classification_train_eval_predict(tmp_path, capsys):
     weights = str(tmp_path / "run" / "model_final.pth")
     assert main(["eval", config, "--weights", weights, *opts]) == 0
     assert re.search(r"val: Acc@1 [\d.]+  Acc@5 [\d.]+", capsys.readouterr().out)
+    assert main(["eval", config, "--weights", weights, "--int8", *opts]) == 0  # the classifier int8 (CPU)
+    printed = capsys.readouterr().out
+    assert "int8 (x86 engine): calibrated on 12 images" in printed and re.search(r"val: Acc@1 [\d.]+", printed)
     folder = os.path.join(data["val"], "circle_stripes")
     assert main(["predict", config, "--weights", weights, folder, "--topk", "2", "--out", str(tmp_path / "p"),
                  "--opts", *opts]) == 0

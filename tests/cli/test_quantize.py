@@ -55,3 +55,31 @@ def test_set_must_be_key_value():
     assert _model_arguments(["num_classes=None", "last_stride=1"]) == {"num_classes": None, "last_stride": 1}
     with pytest.raises(ValueError, match="KEY=VALUE"):
         _model_arguments(["num_classes"])
+
+
+def test_qat_steps_write_what_quantize_qat_makes(tmp_path, capsys):
+    """--qat-steps: quantization-aware training on a labelled folder (class sub-folders), the file loaded back
+    equal to resbone.deploy.quantize_qat's model of the same weights, images and shuffling seed."""
+    from resbone.classification.data.textures import generate_textures
+    from resbone.cli.quantize import labelled_loader
+    from resbone.deploy import quantize_qat
+
+    train = generate_textures(str(tmp_path / "data"), num_train=2, num_val=1, image_size=32, seed=1)["train"]
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=6).eval()
+    weights, out = tmp_path / "w.pth", tmp_path / "qat.pt"
+    torch.save(model.state_dict(), weights)
+    code = main(["quantize", "resnet18", "--checkpoint", str(weights), "--calib", train, "--out", str(out),
+                 "--input-size", "32", "32", "--batch", "4", "--set", "num_classes=6", "--qat-steps", "3"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "quantization-aware training: 3 steps of 4 images" in printed
+    loaded, meta = load_quantized(out)
+    assert meta["qat_steps"] == 3 and meta["calibration_images"] == 12
+    loader = labelled_loader(model, train, (32, 32), 4)
+    reference = quantize_qat(model, loader, steps=3)
+    x = next(iter(loader))[0]
+    with torch.no_grad():
+        assert torch.equal(loaded(x), reference(x))
+    code = main(["quantize", "resnet18", "--checkpoint", str(weights), "--calib", train, "--out", str(out),
+                 "--input-size", "32", "32", "--qat-steps", "3"])  # 1000 classes against the folder's 6
+    assert code == 2 and "holds 6 classes, the model 1000" in capsys.readouterr().err

@@ -9,18 +9,17 @@ batches, and survive TorchScript and ONNX (QDQ, run by onnxruntime).
 """
 from __future__ import annotations
 
-import json
 import os
 import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from resbone.deploy.quantize import (
     DetectorNetwork,
     cpu_int8_features,
     cpu_int8_line,
+    default_backend,
     load_quantized,
     qconfig_mapping,
     quantize,
@@ -28,48 +27,6 @@ from resbone.deploy.quantize import (
     save_quantized,
 )
 from resbone.factory import create_model
-
-MEAN = torch.tensor([0.485, 0.456, 0.406])[:, None, None]
-STD = torch.tensor([0.229, 0.224, 0.225])[:, None, None]
-
-
-def shape_crops(root: str, split: str, num_images: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every object of a generated shapes split, cropped to its box, resized, normalized; its class."""
-    from resbone.detection.data.dataset import read_image
-    from resbone.detection.data.shapes import generate_shapes_split
-
-    with open(generate_shapes_split(root, split, num_images=num_images, image_size=64)) as f:
-        annotations = json.load(f)["annotations"]
-    images, labels = [], []
-    for a in annotations:
-        x, y, w, h = a["bbox"]
-        if min(w, h) < 6:  # a sliver left by occlusion shows no shape
-            continue
-        crop = read_image(os.path.join(root, split, f"{a['image_id']:06d}.png"))[:, y:y + h, x:x + w]
-        images.append(F.interpolate(crop[None], size=(size, size), mode="bilinear", antialias=True)[0])
-        labels.append(a["category_id"] - 1)
-    return (torch.stack(images) - MEAN) / STD, torch.tensor(labels)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """(float resnet18 trained on shape crops, calibration batches, validation crops, labels)."""
-    root = str(tmp_path_factory.mktemp("shapes"))
-    train_x, train_y = shape_crops(root, "train", 80)
-    val_x, val_y = shape_crops(root, "val", 30)
-    torch.manual_seed(0)
-    model = create_model("resnet18", num_classes=3)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(45):
-        index = torch.randint(0, len(train_y), (32,), generator=g)
-        loss = F.cross_entropy(model(train_x[index]), train_y[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    calibration = list(train_x[:128].split(32))
-    return model, calibration, val_x, val_y
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -279,6 +236,12 @@ def test_cpu_int8_features_reads_cpuinfo(tmp_path):
     assert cpu_int8_features(str(info)) == {"avx2": True, "avx512f": True, "avx512_vnni": True,
                                             "avx_vnni": False, "amx_int8": False}
     assert not any(cpu_int8_features(str(tmp_path / "none")).values())
+    # backend="auto": oneDNN where AVX-512 VNNI or AMX (measured fastest there), x86 on AVX2-only CPUs
+    assert default_backend(str(info)) == "onednn"
+    info.write_text("flags\t\t: fpu avx2\n")
+    assert default_backend(str(info)) == "x86"
+    info.write_text("flags\t\t: avx2 amx_int8\n")
+    assert default_backend(str(info)) == "onednn"
 
 
 def test_the_float_model_is_left_as_it_was(rng):
@@ -286,3 +249,28 @@ def test_the_float_model_is_left_as_it_was(rng):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     quantize(model, [torch.randn(2, 3, 32, 32, generator=rng)])
     assert model.training and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_same_int8_kernels_as_torchvision_quantized_resnet(rng):
+    """resbone's FX graph runs what torchvision's eager quantized resnet runs, kernel for kernel: one input
+    quantize, Conv+BN+ReLU as one int8 conv_relu, the residual add and ReLU as one add_relu, int8 pooling and
+    linear, one dequantize; no stray quantize / dequantize pair and no float op left in between."""
+    from bench.int8 import op_profile, torchvision_int8
+
+    model = create_model("resnet18").eval()
+    batches = [torch.randn(2, 3, 32, 32, generator=rng)]
+    ours, theirs = quantize(model, batches), torchvision_int8("resnet18", model, batches)
+
+    def kernels(int8) -> dict[str, int]:
+        def step():
+            with torch.inference_mode():
+                return int8(batches[0])
+        return {op: calls for op, (calls, _) in op_profile(step).items()
+                if op.startswith(("quantized::", "aten::quantize", "aten::dequantize", "aten::quantized_",
+                                  "aten::_adaptive_avg_pool2d", "aten::conv", "aten::add", "aten::relu",
+                                  "aten::linear", "aten::max_pool2d"))}
+
+    found = kernels(ours)
+    assert found == kernels(theirs)
+    assert found["quantized::conv2d_relu"] == 9 and found["quantized::add_relu"] == 8  # 8 BasicBlocks
+    assert found["aten::quantize_per_tensor"] == 1 and found["aten::dequantize"] == 1
