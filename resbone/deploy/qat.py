@@ -21,6 +21,7 @@ from torch import nn
 
 from resbone.deploy.inference import is_detector
 from resbone.deploy.quantize import _check_backend, _convert, _prepare, _quiet, _with_batch_norms
+from resbone.utils.checks import is_int
 
 __all__ = ["fine_tune", "quantize_qat"]
 
@@ -46,13 +47,13 @@ def _labelled_batches(loader: Any, steps: int) -> Iterator[tuple[torch.Tensor, t
 
 
 def _check_steps(steps: int, freeze_bn_after: int | None, freeze_observers_after: int | None) -> tuple[int, int]:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ValueError(f"steps must be an int >= 1, got {steps!r}")
     # torchvision freezes BN after 3 epochs and the observers after 4: the same order over `steps`
     chosen = (steps // 2 if freeze_bn_after is None else freeze_bn_after,
               (2 * steps) // 3 if freeze_observers_after is None else freeze_observers_after)
     for name, value in zip(("freeze_bn_after", "freeze_observers_after"), chosen):
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= steps:
+        if not is_int(value) or not 0 <= value <= steps:
             raise ValueError(f"{name} must be an int in 0..steps ({steps}) or None, got {value!r}")
     return chosen
 
