@@ -16,12 +16,11 @@ from PIL import Image, ImageDraw
 from torch import nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from resbone import convert as resbone_convert
 from resbone.classification.data.folders import LabelledImages, open_labelled_images
 from resbone.classification.task import build_classifier, evaluate_sets, model_pretrained_cfg
 from resbone.classification.transforms import build_eval_transform
 from resbone.engine.accelerate import accelerate_model
-from resbone.engine.checkpoint import check_weights_file, recorded_class_names
+from resbone.engine.checkpoint import check_weights_file, load_trained_weights, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import font, save_png, side_by_side
 from resbone.utils.checks import is_int
@@ -53,16 +52,8 @@ def load_classifier(cfg, weights: str, *, allow_missing: bool = False) -> tuple[
     if class_names is None:
         class_names = open_labelled_images(cfg.DATASETS.TRAIN, what="DATASETS.TRAIN (for the class names)").classes
     model = build_classifier(_without_weight(cfg), len(class_names))
-    report = resbone_convert.load_checkpoint(model, weights, strict=False)
-    if report.mismatched or not report.loaded:
-        raise ValueError(f"weights {weights} do not fit the {cfg.MODEL.NAME} with {len(class_names)} classes this "
-                         f"config builds ({report.problems()}); use the config the weights were trained with")
-    partial = None
-    if not report.ok:
-        if not allow_missing:
-            raise ValueError(f"weights {weights} do not fill the model ({report.problems()}); pass --allow-missing "
-                             "to run with those tensors at their initial values")
-        partial = report.problems()
+    partial = load_trained_weights(model, weights, allow_missing=allow_missing,
+                                   what=f"the {cfg.MODEL.NAME} with {len(class_names)} classes this config builds")
     return model.eval(), class_names, partial
 
 

@@ -12,14 +12,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from resbone import convert as resbone_convert
 from resbone.detection.data import COCODetection, read_image, resolve_dataset
 from resbone.detection.data.build import build_dataset, shapes_settings
 from resbone.detection.detector import build_detector
 from resbone.detection.inference import evaluate
 from resbone.detection.visualize import draw_detections, render_detections
 from resbone.engine.accelerate import accelerate_model
-from resbone.engine.checkpoint import check_weights_file, recorded_class_names
+from resbone.engine.checkpoint import check_weights_file, load_trained_weights, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import save_png, side_by_side
 
@@ -55,21 +54,7 @@ def _load_detector(cfg, weights: str, *, allow_missing: bool) -> tuple[nn.Module
     # MODEL.WEIGHT is not read: `weights` replaces it, as FCOS's test_net.py --ckpt does (FCOS's configs
     # name ImageNet backbones there, which the detector's checkpoint already holds)
     model = build_detector(cfg)
-    # unlike MODEL.WEIGHT (often a backbone only), these weights must be the detector the config builds:
-    # a tensor of another shape (NUM_CLASSES, widths) or one left out (an R-18 file in an R-34 config)
-    # would stay random and make the numbers junk
-    report = resbone_convert.load_checkpoint(model, weights, strict=False)
-    if report.mismatched or not report.loaded:
-        raise ValueError(f"weights {weights} do not fit the detector this config builds ({report.problems()}); "
-                         "use the config and overrides the weights were trained with")
-    partial = None
-    if not report.ok:
-        if not allow_missing:
-            raise ValueError(f"weights {weights} do not fill the detector this config builds ({report.problems()}); "
-                             "use the config the weights were trained with, or pass --allow-missing "
-                             "(allow_missing=True) to run with those tensors at their initial values")
-        partial = report.problems()
-        logger.warning("%s: partial weights: loaded %d tensors; %s", weights, len(report.loaded), partial)
+    partial = load_trained_weights(model, weights, what="the detector this config builds", allow_missing=allow_missing)
     model.eval()
     return model, recorded_class_names(weights), partial
 

@@ -20,7 +20,7 @@ from resbone import convert as resbone_convert
 from resbone.utils.files import atomic_write
 
 __all__ = ["save_checkpoint", "last_checkpoint", "load_training_state", "load_weights", "recorded_class_names",
-           "check_weights_file"]
+           "check_weights_file", "load_trained_weights"]
 
 logger = logging.getLogger("resbone")
 
@@ -79,6 +79,26 @@ def check_weights_file(weights: str) -> None:
                          f"{os.path.join(weights, 'model_final.pth')}")
     if not os.path.isfile(weights):
         raise ValueError(f"weights file {weights} does not exist")
+
+
+def load_trained_weights(model: nn.Module, weights: str, *, what: str, allow_missing: bool = False) -> str | None:
+    """`--weights` of eval / predict into `model`, which `what` names ("the detector this config builds"). Unlike
+    MODEL.WEIGHT (often a backbone only), they must be the model the config builds: a tensor of another shape
+    (classes, widths) is refused, and so is one left out (an R-18 file in an R-34 config) unless
+    `allow_missing`, since it would stay random and make the numbers junk. Returns the problems of partial
+    weights (logged), else None."""
+    report = resbone_convert.load_checkpoint(model, weights, strict=False)
+    if report.mismatched or not report.loaded:
+        raise ValueError(f"weights {weights} do not fit {what} ({report.problems()}); use the config and overrides "
+                         "the weights were trained with")
+    if report.ok:
+        return None
+    if not allow_missing:
+        raise ValueError(f"weights {weights} do not fill {what} ({report.problems()}); use the config the weights "
+                         "were trained with, or pass --allow-missing (allow_missing=True) to run with those tensors "
+                         "at their initial values")
+    logger.warning("%s: partial weights: loaded %d tensors; %s", weights, len(report.loaded), report.problems())
+    return report.problems()
 
 
 def recorded_class_names(weights: str) -> list[str] | None:

@@ -16,9 +16,8 @@ import torch
 from torch import nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from resbone import convert as resbone_convert
 from resbone.engine.accelerate import accelerate_model
-from resbone.engine.checkpoint import check_weights_file, recorded_class_names
+from resbone.engine.checkpoint import check_weights_file, load_trained_weights, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.reid.data import ReidImages, ReidItem, read_reid_folder, reid_transforms
 from resbone.reid.evaluation import evaluate_sets, gather_features
@@ -60,16 +59,8 @@ def load_reid_model(cfg, weights: str, *, allow_missing: bool = False) -> tuple[
     cfg.defrost()
     cfg.MODEL.WEIGHT, cfg.MODEL.PRETRAINED = "", False  # `weights` replace them, as the other tasks' --weights do
     model = build_reid_model(cfg, len(names))
-    report = resbone_convert.load_checkpoint(model, weights, strict=False)
-    if report.mismatched or not report.loaded:
-        raise ValueError(f"weights {weights} do not fit the re-id {cfg.MODEL.NAME} with {len(names)} identities this "
-                         f"config builds ({report.problems()}); use the config the weights were trained with")
-    partial = None
-    if not report.ok:
-        if not allow_missing:
-            raise ValueError(f"weights {weights} do not fill the model ({report.problems()}); pass --allow-missing "
-                             "to run with those tensors at their initial values")
-        partial = report.problems()
+    partial = load_trained_weights(model, weights, allow_missing=allow_missing,
+                                   what=f"the re-id {cfg.MODEL.NAME} with {len(names)} identities this config builds")
     return model.eval(), partial
 
 

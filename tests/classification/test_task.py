@@ -15,6 +15,7 @@ import torchvision
 from resbone.classification.config import load_cfg
 from resbone.classification.task import ClassificationTrainer, build_classifier
 from tests.classification.helpers import tiny_cfg, tiny_textures
+from tests.helpers.interrupt import Interrupted, dies_at
 
 
 def _five_classes(root) -> dict[str, str]:
@@ -49,24 +50,6 @@ def test_fine_tuning_a_torchvision_file_with_five_classes(tmp_path):
     assert os.path.isfile(tmp_path / "run" / "confusion_val.png")
 
 
-class Interrupted(Exception):
-    pass
-
-
-def _dies_at(n: int):
-    def model_fn(cfg):
-        model, calls = build_classifier(cfg, 6), []
-
-        def count(module, args):
-            if module.training:
-                calls.append(1)
-                if len(calls) == n:
-                    raise Interrupted
-        model.register_forward_pre_hook(count)
-        return model
-    return model_fn
-
-
 def _losses(output_dir):
     with open(os.path.join(output_dir, "metrics.jsonl")) as handle:
         return [(r["iter"], r["loss"]) for r in map(json.loads, handle) if "loss" in r]
@@ -85,7 +68,7 @@ def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(tmp_path, w
     ClassificationTrainer(straight, model_fn=lambda cfg: build_classifier(cfg, 6)).train()
     broken = tiny_cfg(data, str(tmp_path / "broken"), *opts, "DATALOADER.NUM_WORKERS", str(workers))
     with pytest.raises(Interrupted):
-        ClassificationTrainer(broken, model_fn=_dies_at(4)).train()  # in iteration 4, after checkpoint 2
+        ClassificationTrainer(broken, model_fn=dies_at(4, lambda cfg: build_classifier(cfg, 6))).train()  # after ckpt 2
     resumed = ClassificationTrainer(broken, model_fn=lambda cfg: build_classifier(cfg, 6), resume=True)
     assert resumed.start_iter == 2
     resumed.train()

@@ -15,10 +15,7 @@ from resbone.detection.task import DetectionTrainer as Trainer
 from resbone.engine.checkpoint import last_checkpoint
 from resbone.engine.solver import lr_factor
 from tests.helpers.detectors import TinyDetector, tiny_cfg
-
-
-class Interrupted(Exception):
-    pass
+from tests.helpers.interrupt import Interrupted
 
 
 class DiesAt(TinyDetector):

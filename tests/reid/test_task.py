@@ -19,6 +19,7 @@ from resbone.reid.losses import CenterLoss, ReidCriterion
 from resbone.reid.model import ReidModel
 from resbone.reid.sampler import PKSampler
 from resbone.reid.task import ReidTask, ReidTrainer, build_reid_model
+from tests.helpers.interrupt import Interrupted, dies_at
 from tests.reid.conftest import tiny_cfg
 
 
@@ -38,12 +39,14 @@ def _hand_loop(root: str, iterations: int) -> tuple[list[dict], ReidModel, Cente
     optimizer = torch.optim.Adam(params, lr=3.5e-4, weight_decay=5e-4)
     # warm-up from 0.1 over 2 iterations, x0.1 from iteration 2
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: (0.1 + 0.9 * i / 2) if i < 2 else 0.1)
-    train = ReidImages(read_reid_folder(root)["train"], reid_transforms((64, 32), train=True))
+    # augmentations seeded per (SEED, epoch, index), as the task's (resbone.engine.data.seeded_sample)
+    train = ReidImages(read_reid_folder(root)["train"], reid_transforms((64, 32), train=True), seed=0)
     sampler = PKSampler(train.labels, p=3, k=4, seed=0)
     model.train()
     records, epoch = [], 0
     while len(records) < iterations:
         sampler.set_epoch(epoch)
+        train.set_epoch(epoch)
         loader = DataLoader(train, batch_sampler=list(sampler), generator=torch.Generator())
         for images, labels, _, _ in loader:
             if len(records) == iterations:
@@ -78,24 +81,6 @@ def test_losses_and_weights_equal_a_hand_written_loop(reid_set, tmp_path):
     torch.testing.assert_close(state["center.centers"], center.centers.detach(), rtol=1e-5, atol=1e-6)
 
 
-class Interrupted(Exception):
-    pass
-
-
-def _dies_at(n: int):
-    def model_fn(cfg):
-        model, calls = build_reid_model(cfg, 6), []
-
-        def count(module, args):
-            if module.training:
-                calls.append(1)
-                if len(calls) == n:
-                    raise Interrupted
-        model.register_forward_pre_hook(count)
-        return model
-    return model_fn
-
-
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(reid_set, tmp_path, workers):
     # the resumed run with loader workers against an uninterrupted run without: augmentations (flip, pad-crop,
@@ -105,7 +90,7 @@ def test_resume_gives_the_losses_and_weights_of_an_uninterrupted_run(reid_set, t
     ReidTrainer(straight).train()
     broken = tiny_cfg(reid_set, tmp_path / "broken", *opts, "DATALOADER.NUM_WORKERS", str(workers))
     with pytest.raises(Interrupted):
-        ReidTrainer(broken, model_fn=_dies_at(4)).train()  # in iteration 4, after checkpoint 2
+        ReidTrainer(broken, model_fn=dies_at(4, lambda cfg: build_reid_model(cfg, 6))).train()  # after checkpoint 2
     resumed = ReidTrainer(broken, model_fn=lambda cfg: build_reid_model(cfg, 6), resume=True)
     assert resumed.start_iter == 2
     resumed.train()
