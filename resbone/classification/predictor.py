@@ -19,7 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 from resbone.classification.data.folders import LabelledImages, open_labelled_images
 from resbone.classification.task import build_classifier, evaluate_sets, model_pretrained_cfg
 from resbone.classification.transforms import build_eval_transform
-from resbone.engine.accelerate import accelerate_model
+from resbone.engine.accelerate import accelerate_as_configured
 from resbone.engine.checkpoint import check_weights_file, load_trained_weights, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import font, save_png, side_by_side
@@ -77,8 +77,7 @@ def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads:
     if int8:
         model, device = quantize_for_eval(cfg, model), torch.device("cpu")
     else:
-        model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                                 channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward")
+        model = accelerate_as_configured(model.to(device), cfg, method="forward")
     results = EvalResults(evaluate_sets(cfg, model, device, class_names, out_dir=out_dir))
     results.partial_weights = partial
     return results

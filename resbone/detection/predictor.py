@@ -17,7 +17,7 @@ from resbone.detection.data.build import build_dataset, shapes_settings
 from resbone.detection.detector import build_detector
 from resbone.detection.inference import evaluate
 from resbone.detection.visualize import draw_detections, render_detections
-from resbone.engine.accelerate import accelerate_model
+from resbone.engine.accelerate import accelerate_as_configured
 from resbone.engine.checkpoint import check_weights_file, load_trained_weights, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.engine.visualize import save_png, side_by_side
@@ -71,8 +71,7 @@ def evaluate_weights(cfg, weights: str, *, allow_missing: bool = False, threads:
     if int8:
         model, device = quantize_for_eval(cfg, model), torch.device("cpu")
     else:
-        model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                                 channels_last=bool(cfg.MODEL.CHANNELS_LAST))
+        model = accelerate_as_configured(model.to(device), cfg)
     results = EvalResults(evaluate(cfg, model, device))
     results.partial_weights = partial
     return results

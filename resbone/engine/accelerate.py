@@ -26,8 +26,8 @@ from torch import nn
 
 from resbone.deploy.inference import NETWORK_METHOD, replace_network
 
-__all__ = ["AMP_DTYPES", "accelerate_model", "amp_dtype", "autocast", "compile_network", "cpu_has_native_bf16",
-           "to_channels_last"]
+__all__ = ["AMP_DTYPES", "accelerate_as_configured", "accelerate_model", "amp_dtype", "autocast", "compile_network",
+           "cpu_has_native_bf16", "to_channels_last"]
 
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 # SOLVER.AMP_DTYPE 'auto': fp16 (with a GradScaler) on GPUs; on CPUs only bf16 has autocast kernels.
@@ -97,3 +97,10 @@ def accelerate_model(model: nn.Module, *, compile: bool = False, channels_last: 
     if compile:
         compile_network(model, backend=backend, method=method)
     return model
+
+
+def accelerate_as_configured(model: nn.Module, cfg, *, method: str = DEFAULT_METHOD) -> nn.Module:
+    """accelerate_model with the config's MODEL.CHANNELS_LAST and MODEL.COMPILE: what training applies, and
+    eval / predict apply the same way to a checkpoint."""
+    return accelerate_model(model, compile=bool(cfg.MODEL.COMPILE), channels_last=bool(cfg.MODEL.CHANNELS_LAST),
+                            method=method)

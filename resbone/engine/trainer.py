@@ -21,7 +21,7 @@ from torch import nn
 
 from resbone.engine import distributed as comm
 from resbone.engine import hooks
-from resbone.engine.accelerate import accelerate_model
+from resbone.engine.accelerate import accelerate_as_configured
 from resbone.engine.checkpoint import last_checkpoint, load_training_state
 from resbone.engine.config import check_weight
 from resbone.engine.data import build_train_batches, per_rank
@@ -101,13 +101,11 @@ class Trainer(SimpleTrainer):
                 logger.warning("MODEL.USE_SYNCBN: SyncBatchNorm needs GPUs; on the CPU each process keeps "
                                "its own BatchNorm statistics")
         model = model.to(device)
-        accelerate = dict(compile=bool(self.cfg.MODEL.COMPILE), channels_last=bool(self.cfg.MODEL.CHANNELS_LAST),
-                          method=self.task.network_method)
         # the average is copied from the eager model (a compiled forward would still point at the original)
         self.ema = ModelEMA(model, self.cfg.MODEL_EMA.DECAY) if self.cfg.MODEL_EMA.ENABLED else None
         if self.ema is not None:
-            accelerate_model(self.ema.module, **accelerate)
-        return accelerate_model(model, **accelerate)
+            accelerate_as_configured(self.ema.module, self.cfg, method=self.task.network_method)
+        return accelerate_as_configured(model, self.cfg, method=self.task.network_method)
 
     @property
     def final_model(self) -> nn.Module:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from resbone.engine.accelerate import accelerate_model
+from resbone.engine.accelerate import accelerate_as_configured
 from resbone.engine.checkpoint import check_weights_file, load_trained_weights, recorded_class_names
 from resbone.engine.runtime import start_process
 from resbone.reid.data import ReidImages, ReidItem, read_reid_folder, reid_transforms
@@ -67,8 +67,7 @@ def load_reid_model(cfg, weights: str, *, allow_missing: bool = False) -> tuple[
 def _placed(cfg, weights: str, allow_missing: bool, threads: int | None) -> tuple[nn.Module, torch.device, str | None]:
     device = start_process(cfg, threads=threads)
     model, partial = load_reid_model(cfg, weights, allow_missing=allow_missing)
-    model = accelerate_model(model.to(device), compile=bool(cfg.MODEL.COMPILE),
-                             channels_last=bool(cfg.MODEL.CHANNELS_LAST), method="forward")
+    model = accelerate_as_configured(model.to(device), cfg, method="forward")
     return model, device, partial
 
 
