@@ -43,18 +43,21 @@ def _access_chains() -> list[list[str]]:
 
 def _maybe_read_keys() -> set[str]:
     """Every declared key the code may read, over-approximated: `A.B` is reached when some access goes from A
-    straight to B, or when A is accessed on its own (then kept in a variable) and B's name appears anywhere."""
+    straight to B, or when A is accessed on its own (then kept in a variable) and B is accessed on a variable
+    somewhere (`backbone["B"]`, `fcos.B`: B first in its chain)."""
     followers: dict[str, set[str]] = {}
-    alone, seen = set(), set()
+    alone, seen, on_a_variable = set(), set(), set()
     for chain in _access_chains():
         seen.update(chain)
         alone.add(chain[-1])
+        on_a_variable.add(chain[0])
         for parent, child in zip(chain, chain[1:]):
             followers.setdefault(parent, set()).add(child)
 
     def reached(key: str) -> bool:
         parts = key.split(".")
-        return parts[0] in seen and all(child in followers.get(parent, ()) or (parent in alone and child in seen)
+        return parts[0] in seen and all(child in followers.get(parent, ()) or
+                                        (parent in alone and child in on_a_variable)
                                         for parent, child in zip(parts, parts[1:]))
     return {key for key in leaf_keys(detector_cfg()) if reached(key)}
 
