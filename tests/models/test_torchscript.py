@@ -5,6 +5,7 @@ features_only networks script to lists of eager's maps; the plugins TorchScript 
 error naming them, and trace instead."""
 from __future__ import annotations
 
+import gc
 import io
 
 import pytest
@@ -13,7 +14,7 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 
 import resbone
 from resbone import ResNet, create_model
-from tests.conftest import REPLACED_OPS
+from tests.conftest import DROPPED_OPS
 from tests.helpers import randomize_norms
 
 TOL = dict(atol=1e-4, rtol=1e-4)
@@ -91,16 +92,22 @@ def test_an_unscriptable_plugin_is_named_and_the_model_traces(plugin, x):
         torch.testing.assert_close(torch.jit.trace(model, x)(x), model(x), **TOL)
 
 
-def test_an_op_torch_library_replaces_stays_alive_while_torchscript_names_it_by_id():
+def test_the_ops_torch_library_drops_stay_alive_while_torchscript_names_them_by_id():
     """The guard in tests/conftest.py against a torch bug: TorchScript's builtin table keeps the id of an op that
-    torch.library replaced when a second overload was defined; the op must stay alive, or a later object allocated
-    at its address is taken for a builtin and scripting fails at random."""
-    namespace = f"resbone_probe_{len(REPLACED_OPS)}"
+    torch.library replaced (a second overload defined) or deleted (its Library destroyed); the op must stay
+    alive, or a later object allocated at its address is taken for a builtin and scripting fails at random."""
+    namespace = f"resbone_probe_{len(DROPPED_OPS)}"
     library = torch.library.Library(namespace, "DEF")
     library.define("probe(Tensor x) -> Tensor")
     replaced = id(getattr(torch.ops, namespace).probe._op)
     library.define("probe.twice(Tensor x) -> Tensor")
-    assert id(getattr(torch.ops, namespace).probe._op) != replaced
-    assert torch.jit._builtins._get_builtin_table()[replaced] == f"{namespace}::probe"
-    kept = [op for op in REPLACED_OPS if id(op) == replaced]
-    assert len(kept) == 1 and kept[0].__name__ == "probe"
+    deleted = id(getattr(torch.ops, namespace).probe._op)
+    assert deleted != replaced
+    del library
+    gc.collect()
+    assert "probe" not in vars(getattr(torch.ops, namespace))  # the Library's finalizer ran
+    table = torch.jit._builtins._get_builtin_table()
+    for op_id in (replaced, deleted):
+        assert table[op_id] == f"{namespace}::probe"
+        kept = [op for op in DROPPED_OPS if id(op) == op_id]
+        assert kept and kept[0].__name__ == "probe"
